@@ -1,0 +1,47 @@
+"""Where the serial console goes: a log file plus any number of live listeners (terminal, sockets)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+
+class ConsoleSink:
+    def __init__(self, log: Path | None = None) -> None:
+        self._lock = threading.Lock()
+        self._fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640) if log else -1
+        self._listeners: list[Callable[[bytes], None]] = []
+        self.bytes_written = 0
+        self.first_byte = threading.Event()
+
+    def add_listener(self, listener: Callable[[bytes], None]) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[bytes], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            self.bytes_written += len(data)
+            self.first_byte.set()
+            if self._fd >= 0:
+                os.write(self._fd, data)
+            dead = []
+            for listener in self._listeners:
+                try:
+                    listener(data)
+                except OSError:
+                    dead.append(listener)
+            for listener in dead:
+                self._listeners.remove(listener)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1

@@ -1,0 +1,197 @@
+/* A tiny test kernel: reports over COM1 what the VMM handed it, then does what its command line asks.
+ * Entered by boot64.S (Linux 64-bit or 32-bit boot protocol) or pvh.S (PVH). Keep it small: KVM-PVM
+ * emulates it at about a million instructions per second. */
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long u64;
+
+#define COM1 0x3f8
+
+static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
+static inline u8 inb(u16 port) { u8 v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port)); return v; }
+static inline void outl(u16 port, u32 v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port)); }
+static inline u32 rd32(u64 a) { return *(volatile u32 *)a; }
+static inline u64 rd64(u64 a) { return *(volatile u64 *)a; }
+
+static void putc(char c) {
+    while (!(inb(COM1 + 5) & 0x20)) {}
+    outb(COM1, (u8)c);
+}
+static void puts(const char *s) { while (*s) putc(*s++); }
+static void puthex(u64 v, int digits) {
+    puts("0x");
+    for (int i = digits - 1; i >= 0; i--) putc("0123456789abcdef"[(v >> (4 * i)) & 0xf]);
+}
+static void putdec(u64 v) {
+    char buf[24]; int n = 0;
+    do { buf[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    while (n) putc(buf[--n]);
+}
+
+static const char *cmdline = "";
+static int has(const char *word) {            /* is `word` a token of the command line? */
+    for (const char *p = cmdline; *p; ) {
+        while (*p == ' ') p++;
+        const char *w = word;
+        const char *q = p;
+        while (*w && *q == *w) { q++; w++; }
+        if (!*w && (*q == ' ' || *q == 0 || *q == '=')) return 1;
+        while (*p && *p != ' ') p++;
+    }
+    return 0;
+}
+static u64 number_after(const char *word) {   /* the N of `word=N`, or 0 */
+    for (const char *p = cmdline; *p; p++) {
+        const char *w = word; const char *q = p;
+        while (*w && *q == *w) { q++; w++; }
+        if (!*w && *q == '=' && (p == cmdline || p[-1] == ' ')) {
+            u64 v = 0;
+            for (q++; *q >= '0' && *q <= '9'; q++) v = v * 10 + (u64)(*q - '0');
+            return v;
+        }
+    }
+    return 0;
+}
+
+static void report_e820(u64 table, u32 count, u32 stride) {
+    puts("e820: count="); putdec(count); putc('\n');
+    for (u32 i = 0; i < count; i++) {
+        u64 e = table + (u64)i * stride;
+        puts("e820: "); puthex(rd64(e), 16); putc(' '); puthex(rd64(e + 8), 16); putc(' ');
+        putdec(rd32(e + 16)); putc('\n');
+    }
+}
+static void report_initrd(u64 addr, u64 size) {
+    u32 sum = 0;
+    for (u64 i = 0; i < size; i++) sum = sum * 31 + *(volatile u8 *)(addr + i);
+    puts("initrd: addr="); puthex(addr, 8); puts(" size="); putdec(size);
+    puts(" sum="); puthex(sum, 8); putc('\n');
+}
+
+/* --- interrupts: IDT, 8259 PIC, the UART's receive and transmit-empty interrupts --------------------- */
+struct gate { u16 lo; u16 sel; u8 ist; u8 type; u16 mid; u32 hi; u32 zero; } __attribute__((packed));
+static struct gate idt[256] __attribute__((aligned(16)));
+extern char isr_stub_32[], isr_stub_36[], isr_stub_255[];
+static volatile u32 thre_irqs, rx_irqs, quit;
+
+static void set_gate(int vec, void *fn, u16 cs) {
+    u64 a = (u64)fn;
+    idt[vec] = (struct gate){ (u16)a, cs, 0, 0x8e, (u16)(a >> 16), (u32)(a >> 32), 0 };
+}
+
+static void irq_setup(void) {
+    u16 cs; __asm__ volatile("mov %%cs, %0" : "=r"(cs));
+    for (int v = 0; v < 256; v++) set_gate(v, isr_stub_255, cs);
+    set_gate(32, isr_stub_32, cs);
+    set_gate(36, isr_stub_36, cs);
+    struct { u16 limit; u64 base; } __attribute__((packed)) idtr = { sizeof(idt) - 1, (u64)idt };
+    __asm__ volatile("lidt %0" : : "m"(idtr));
+    outb(0x20, 0x11); outb(0xa0, 0x11);          /* ICW1: edge, cascade, ICW4 */
+    outb(0x21, 0x20); outb(0xa1, 0x28);          /* vectors 0x20 and 0x28 */
+    outb(0x21, 0x04); outb(0xa1, 0x02);
+    outb(0x21, 0x01); outb(0xa1, 0x01);
+    outb(0x21, 0xef); outb(0xa1, 0xff);          /* only IRQ 4 (COM1) */
+}
+
+static void echo(u8 c) {
+    puts("echo: "); putc((char)c); putc('\n');
+    if (c == 'q') quit = 1;
+}
+
+void isr(u32 vector) {
+    if (vector == 36) {
+        for (;;) {
+            u8 iir = inb(COM1 + 2);
+            if (iir & 1) break;
+            if ((iir & 0x0e) == 0x04 || (iir & 0x0e) == 0x0c) {
+                rx_irqs++;
+                while (inb(COM1 + 5) & 1) echo(inb(COM1));
+            } else if ((iir & 0x0e) == 0x02) {
+                thre_irqs++;
+                outb(COM1 + 1, 0x01);            /* one transmit-empty interrupt is enough: keep receive only */
+            } else {
+                inb(COM1 + 5); inb(COM1 + 6);
+            }
+        }
+        outb(0x20, 0x20);
+        return;
+    }
+    if (vector == 32) { outb(0x20, 0x20); return; }
+    puts("unexpected interrupt or exception\n");
+    for (;;) __asm__ volatile("cli; hlt");
+}
+
+static void echo_loop(void) {
+    irq_setup();
+    outb(COM1 + 1, 0x03);                        /* IER: receive + transmit-empty */
+    __asm__ volatile("sti");
+    while (!thre_irqs) __asm__ volatile("hlt");
+    puts("thre: irq ok\n");
+    puts("echo: ready\n");
+    while (!quit) __asm__ volatile("hlt");
+    __asm__ volatile("cli");
+    puts("echo: irqs="); putdec(rx_irqs); putc('\n');
+}
+
+static void garbage(void) {
+    u32 x = 12345;
+    for (u32 port = 0; port < 0x10000; port++) {
+        if (port >= 0x60 && port <= 0x64) continue;            /* 0xfe at 0x64 would reset, legitimately */
+        if (port >= 0x20 && port <= 0x21) continue;            /* keep our own PIC sane */
+        if (port >= COM1 && port < COM1 + 8) continue;
+        x = x * 1103515245 + 12345;
+        if (port & 1) outb((u16)port, (u8)(x >> 16)); else inb((u16)port);
+    }
+    outl(0xcf8, 0x80000000); outl(0xcfc, 0xdeadbeef);
+    static const u64 mmio[] = { 0xc0000000, 0xd0000000, 0xfe000000, 0xfeb00000, 0xffff0000 };
+    for (unsigned i = 0; i < sizeof(mmio) / sizeof(mmio[0]); i++) {
+        *(volatile u32 *)mmio[i] = 0xdeadbeef;
+        x += *(volatile u32 *)mmio[i];
+        *(volatile u64 *)(mmio[i] + 8) = 0x0123456789abcdefUL;
+        *(volatile u8 *)(mmio[i] + 3) = 0x5a;
+    }
+    puts("garbage: done "); puthex(x & 0xff, 2); putc('\n');
+}
+
+static void bench(u64 n) {
+    puts("bench: start\n");
+    for (u64 i = 0; i < n; i++) outb(0x80, (u8)i);
+    puts("bench: done\n");
+}
+
+void kmain(u32 proto, u64 info) {
+    outb(COM1 + 1, 0x00);                        /* no interrupts yet */
+    outb(COM1 + 3, 0x80); outb(COM1, 0x01); outb(COM1 + 1, 0x00);
+    outb(COM1 + 3, 0x03); outb(COM1 + 2, 0x07); outb(COM1 + 4, 0x0b);
+    if (proto == 2) {
+        puts("virtkit-test: entry=pvh\n");
+        puts("pvh: magic="); puthex(rd32(info), 8); puts(" version="); putdec(rd32(info + 4));
+        puts(" modules="); putdec(rd32(info + 12)); putc('\n');
+        cmdline = (const char *)rd64(info + 24);
+        puts("cmdline: "); puts(cmdline); putc('\n');
+        report_e820(rd64(info + 40), rd32(info + 48), 24);
+        if (rd32(info + 12)) { u64 m = rd64(info + 16); report_initrd(rd64(m), rd64(m + 8)); }
+    } else {
+        puts(proto == 1 ? "virtkit-test: entry=linux64\n" : "virtkit-test: entry=linux32\n");
+        puts("boot_params: loader="); puthex(*(volatile u8 *)(info + 0x210), 2); putc('\n');
+        cmdline = (const char *)(rd32(info + 0x228) | ((u64)rd32(info + 0xc8) << 32));
+        puts("cmdline: "); puts(cmdline); putc('\n');
+        report_e820(info + 0x2d0, *(volatile u8 *)(info + 0x1e8), 20);
+        u64 ra = rd32(info + 0x218) | ((u64)rd32(info + 0xc0) << 32);
+        u64 rs = rd32(info + 0x21c) | ((u64)rd32(info + 0xc4) << 32);
+        if (rs) report_initrd(ra, rs);
+    }
+    puts("ready\n");
+    if (has("garbage")) garbage();
+    if (number_after("bench")) bench(number_after("bench"));
+    if (has("echo")) echo_loop();
+    if (has("reset")) { puts("then: reset\n"); outb(0x64, 0xfe); }
+    if (has("triple")) {
+        puts("then: triple fault\n");
+        struct { u16 limit; u64 base; } __attribute__((packed)) none = { 0, 0 };
+        __asm__ volatile("lidt %0; int3" : : "m"(none));
+    }
+    puts("then: halt\n");
+    for (;;) __asm__ volatile("cli; hlt");
+}
