@@ -1,0 +1,123 @@
+"""The native VMM process: one machine per process.
+
+    python -m virtkit.engines.native_main --kernel K [--initrd I] [--cmdline C] [--memory-mib M]
+        [--no-paravirt] [--on-reset restart|exit] [--console stdio|none] [--console-log FILE]
+        [--control SOCKET] [--console-socket SOCKET] [--stats-json FILE]
+
+Exit status: 0 when the guest powered off, reset with ``--on-reset exit``, or the VMM was stopped; 1 when
+the guest crashed or KVM failed; 2 for bad input (the message says what to fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from types import FrameType
+
+from virtkit.errors import VirtkitError
+from virtkit.hypervisor.kvm import Kvm
+from virtkit.machine.config import VmmConfig
+from virtkit.machine.console import ConsoleSink
+from virtkit.machine.control import ConsoleServer, ControlServer
+from virtkit.machine.runner import Runner
+
+EXIT_OK, EXIT_CRASHED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="virtkit-native", description="virtkit's native KVM VMM (one VM)")
+    p.add_argument("--kernel", type=Path, required=True, help="bzImage, or an ELF vmlinux with a PVH note")
+    p.add_argument("--initrd", type=Path)
+    p.add_argument("--cmdline", default="console=ttyS0")
+    p.add_argument("--memory-mib", type=int, default=256)
+    p.add_argument("--vcpus", type=int, default=1)
+    p.add_argument("--no-paravirt", action="store_true", help="hide KVM's paravirtual CPUID leaves")
+    p.add_argument("--on-reset", choices=("restart", "exit"), default="restart")
+    p.add_argument("--console", choices=("stdio", "none"), default="stdio")
+    p.add_argument("--console-log", type=Path)
+    p.add_argument("--control", type=Path, help="unix socket for JSON-lines control")
+    p.add_argument("--console-socket", type=Path, help="unix socket to attach to the serial console")
+    p.add_argument("--stats-json", type=Path, help="write exit statistics here when the VMM ends")
+    return p.parse_args(argv)
+
+
+def config_from(args: argparse.Namespace) -> VmmConfig:
+    if args.vcpus != 1:
+        raise VirtkitError(
+            f"the native engine runs 1 vCPU for now (asked for {args.vcpus})", hint="use --vcpus 1 (SMP is part 2)"
+        )
+    return VmmConfig(
+        kernel=args.kernel,
+        initrd=args.initrd,
+        cmdline=args.cmdline,
+        memory_mib=args.memory_mib,
+        vcpus=args.vcpus,
+        paravirt=not args.no_paravirt,
+        on_reset=args.on_reset,
+    )
+
+
+def _stdout_writer(data: bytes) -> None:
+    os.write(sys.stdout.fileno(), data)
+
+
+def run(args: argparse.Namespace, on_runner: Callable[[Runner], None] | None = None) -> int:
+    """Run the VMM in this process (the main thread must call it); returns the exit status."""
+    try:
+        config = config_from(args)
+    except VirtkitError as e:
+        print(f"virtkit-native: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    console = ConsoleSink(args.console_log)
+    if args.console == "stdio":
+        console.add_listener(_stdout_writer)
+    runner = Runner(config, Kvm, console)
+    servers = []
+    previous = {}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        runner.stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        previous[sig] = signal.signal(sig, on_signal)
+    try:
+        if args.control:
+            servers.append(ControlServer(args.control, runner))
+        if args.console_socket:
+            servers.append(ConsoleServer(args.console_socket, runner))
+        if on_runner is not None:
+            on_runner(runner)
+        try:
+            outcome = runner.run()
+        except VirtkitError as e:
+            print(f"virtkit-native: {e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if args.stats_json and runner.last_statistics is not None:
+            args.stats_json.write_text(
+                json.dumps({**asdict(runner.last_statistics), "outcome": asdict(outcome), "boots": runner.boots})
+            )
+        message = f"virtkit-native: {outcome.kind}: {outcome.reason}"
+        print(message, file=sys.stderr)
+        return EXIT_CRASHED if outcome.kind == "crashed" else EXIT_OK
+    finally:
+        for server in servers:
+            server.close()
+        console.close()
+        for sig, handler in previous.items():
+            with contextlib.suppress(TypeError, ValueError):
+                signal.signal(sig, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
