@@ -73,7 +73,7 @@ class QemuEngine:
         if not self.qemu_binary:
             return Availability(False, None, "qemu-system-x86_64 not found (apt-get install qemu-system-x86)")
         accel, technique = self._accel()
-        why = self._report.hardware_reason()
+        why = "the CPU runs guests natively" if accel == "kvm" else "KVM cannot run unmodified guests here"
         return Availability(True, technique, f"QEMU {self._report.qemu_version} with {accel}: {why}")
 
     def _accel(self) -> tuple[str, Technique]:
