@@ -175,7 +175,7 @@ class Serial:
             self.lcr = value
         elif reg == MCR:
             self.mcr = value & 0x1F
-        elif reg == LSR or reg == MSR:
+        elif reg in (LSR, MSR):
             pass  # read-only
         else:
             self.scr = value

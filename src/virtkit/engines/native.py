@@ -7,6 +7,7 @@ The child is ``python -m virtkit.engines.native_main``; this side talks to it ov
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -27,6 +28,11 @@ if TYPE_CHECKING:
     from virtkit.config.machine import MachineSpec
 
 READY_TIMEOUT_S = 60.0
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 CONTROL_TIMEOUT_S = 15.0
 
 
@@ -159,6 +165,12 @@ class NativeMachine:
     def agent(self) -> AgentClient:
         raise EngineError("the native engine has no agent yet (part 2)", hint="use --engine qemu for the agent")
 
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> float:
+        raise EngineError(
+            "the native engine has no agent yet (part 2), so it cannot tell when the guest is ready",
+            hint="watch the console (console_log) instead, or use --engine qemu",
+        )
+
     def console(self) -> str:
         try:
             return self._console_log.read_bytes().decode("utf-8", "replace")
@@ -207,7 +219,7 @@ class NativeEngine:
             cmd.append("--no-paravirt")
         return cmd
 
-    def start(self, spec: MachineSpec, workdir: Path) -> NativeMachine:
+    def start(self, spec: MachineSpec, workdir: Path, die_with_parent: bool = False) -> NativeMachine:
         if spec.disks or spec.nics:
             raise ConfigError(
                 f"machine {spec.name}: the native engine has no disks or NICs yet (virtio is part 2)",
@@ -232,6 +244,7 @@ class NativeEngine:
                 stderr=log,
                 env=env,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if die_with_parent else None,
             )
         machine = NativeMachine(spec.name, technique, proc, workdir)
         try:

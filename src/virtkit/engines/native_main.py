@@ -79,7 +79,7 @@ def run(args: argparse.Namespace, on_runner: Callable[[Runner], None] | None = N
     if args.console == "stdio":
         console.add_listener(_stdout_writer)
     runner = Runner(config, Kvm, console)
-    servers = []
+    servers: list[ControlServer | ConsoleServer] = []
     previous = {}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

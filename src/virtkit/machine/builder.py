@@ -4,6 +4,7 @@ memory, attach devices, set up the vCPUs."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ from virtkit.devices import cmos, i8042, serial
 from virtkit.devices.bus import Bus
 from virtkit.devices.trigger import IrqLine
 from virtkit.errors import ConfigError, HostError
-from virtkit.hypervisor.base import HypervisorError, Hypervisor, Vm
+from virtkit.hypervisor.base import Hypervisor, HypervisorError, Vm
 from virtkit.machine.config import Outcome, VmmConfig
 from virtkit.machine.vcpu import VcpuThread
 from virtkit.machine.vmm import Vmm
@@ -126,10 +127,8 @@ def create_vcpus(vmm: Vmm, hypervisor: Hypervisor, config: VmmConfig, entry: Ent
     for index in range(config.vcpus):
         vcpu = vmm.vm.create_vcpu(index)
         vcpu.set_cpuid(guest_cpuid(supported, index, config.vcpus, config.paravirt))
-        try:
-            vcpu.set_msrs(regs.boot_msrs())
-        except HypervisorError:
-            pass  # KVM-PVM refuses some of them; the guest copes with the reset values
+        with contextlib.suppress(HypervisorError):
+            vcpu.set_msrs(regs.boot_msrs())  # KVM-PVM refuses some; the guest copes with reset values
         vcpu.reset_fpu()
         apic_base = vcpu.get_special_registers().apic_base
         vcpu.set_special_registers(regs.special_registers(entry.long_mode, apic_base))

@@ -7,6 +7,7 @@ Accesses are by guest physical address and must lie inside one region; anything 
 from __future__ import annotations
 
 import ctypes
+import itertools
 import mmap
 import struct
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ _U16, _U32, _U64 = struct.Struct("<H"), struct.Struct("<I"), struct.Struct("<Q")
 class GuestMemory:
     def __init__(self, regions: list[Region]) -> None:
         ordered = sorted(regions, key=lambda r: r.guest_address)
-        for a, b in zip(ordered, ordered[1:], strict=False):
+        for a, b in itertools.pairwise(ordered):
             if a.end > b.guest_address:
                 raise ValueError(f"memory regions overlap at {b.guest_address:#x}")
         self.regions = ordered
@@ -45,14 +46,15 @@ class GuestMemory:
     @classmethod
     def anonymous(cls, layout: list[tuple[int, int]]) -> GuestMemory:
         """Back each ``(guest_address, size)`` with a private anonymous mapping the host can give."""
-        regions = []
-        anchors = []
+        regions: list[Region] = []
+        anchors: list[ctypes.c_char] = []
         for guest_address, size in layout:
             try:
                 buf = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
             except OSError as e:
                 for r in regions:
-                    r.buffer.close()  # type: ignore[union-attr]
+                    if isinstance(r.buffer, mmap.mmap):
+                        r.buffer.close()
                 raise HostError(
                     f"cannot map {size >> 20} MiB of guest memory: {e.strerror}",
                     hint="give the machine less memory (--memory-mib)",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
+from elftools.elf.segments import NoteSegment
 
 from virtkit.arch.x86_64.e820 import E820Entry
 from virtkit.errors import ConfigError
@@ -51,10 +52,11 @@ def looks_like_elf(data: bytes) -> bool:
 
 def _pvh_entry(elf: ELFFile) -> int | None:
     for segment in elf.iter_segments():
-        if segment["p_type"] != "PT_NOTE":
+        if not isinstance(segment, NoteSegment):
             continue
         for note in segment.iter_notes():
-            if note["n_name"] == "Xen" and note["n_type"] == XEN_ELFNOTE_PHYS32_ENTRY:
+            kind: object = note["n_type"]  # an int: pyelftools has no name for Xen's note types
+            if note["n_name"] == "Xen" and kind == XEN_ELFNOTE_PHYS32_ENTRY:
                 desc = note["n_desc"]
                 raw = desc if isinstance(desc, bytes) else str(desc).encode("latin-1")
                 if len(raw) >= 8:

@@ -50,7 +50,9 @@ class Regs(ctypes.Structure):
     _fields_ = [
         (n, ctypes.c_uint64)
         for n in (
-            "rax rbx rcx rdx rsi rdi rsp rbp r8 r9 r10 r11 r12 r13 r14 r15 rip rflags".split()
+            *("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp"),
+            *("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"),
+            *("rip", "rflags"),
         )
     ]
 
@@ -87,10 +89,10 @@ class Sregs(ctypes.Structure):
     __u64 cr0, cr2, cr3, cr4, cr8, efer, apic_base; __u64 interrupt_bitmap[4]; }"""
 
     _fields_ = [
-        *((n, Segment) for n in "cs ds es fs gs ss tr ldt".split()),
+        *((n, Segment) for n in ["cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt"]),
         ("gdt", Dtable),
         ("idt", Dtable),
-        *((n, ctypes.c_uint64) for n in "cr0 cr2 cr3 cr4 cr8 efer apic_base".split()),
+        *((n, ctypes.c_uint64) for n in ["cr0", "cr2", "cr3", "cr4", "cr8", "efer", "apic_base"]),
         ("interrupt_bitmap", ctypes.c_uint64 * 4),
     ]
 
@@ -99,7 +101,7 @@ class CpuidEntry2(ctypes.Structure):
     """struct kvm_cpuid_entry2 { __u32 function, index, flags, eax, ebx, ecx, edx, padding[3]; }"""
 
     _fields_ = [
-        *((n, ctypes.c_uint32) for n in "function index flags eax ebx ecx edx".split()),
+        *((n, ctypes.c_uint32) for n in ["function", "index", "flags", "eax", "ebx", "ecx", "edx"]),
         ("padding", ctypes.c_uint32 * 3),
     ]
 

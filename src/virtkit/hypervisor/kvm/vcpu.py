@@ -6,6 +6,7 @@ sends the kick signal to the thread inside ``run``: KVM_RUN then returns EINTR a
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import mmap
@@ -120,10 +121,8 @@ class KvmVcpu:
         self._run[_abi.RUN_IMMEDIATE_EXIT] = 1
         thread = self._thread
         if thread is not None:
-            try:
+            with contextlib.suppress(OSError):  # the thread already ended
                 signal.pthread_kill(thread, self._kick_signal)
-            except (ProcessLookupError, OSError):
-                pass  # the thread already ended
 
     def clear_kick(self) -> None:
         self._run[_abi.RUN_IMMEDIATE_EXIT] = 0
