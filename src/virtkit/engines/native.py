@@ -22,12 +22,25 @@ import virtkit
 from virtkit.engines.base import Availability, Technique, VmState
 from virtkit.errors import ConfigError, EngineError, GuestTimeout, HostError
 from virtkit.host.probe import HostReport, probe
+from virtkit.machine.builder import preflight
+from virtkit.machine.config import VmmConfig
 
 if TYPE_CHECKING:
     from virtkit.agent.client import AgentClient
     from virtkit.config.machine import MachineSpec
 
 READY_TIMEOUT_S = 60.0
+
+
+def vmm_config(spec: MachineSpec) -> VmmConfig:
+    return VmmConfig(
+        kernel=spec.boot.kernel,
+        initrd=spec.boot.initrd,
+        cmdline=spec.boot.cmdline,
+        memory_mib=spec.memory_mib,
+        vcpus=spec.vcpus,
+        paravirt=spec.paravirt,
+    )
 PR_SET_PDEATHSIG = 1
 
 
@@ -225,8 +238,7 @@ class NativeEngine:
                 f"machine {spec.name}: the native engine has no disks or NICs yet (virtio is part 2)",
                 hint="boot from an initrd, or use --engine qemu",
             )
-        if spec.vcpus != 1:
-            raise ConfigError(f"machine {spec.name}: the native engine runs 1 vCPU for now", hint="set vcpus to 1")
+        preflight(vmm_config(spec))
         report = self._host()
         if report.kvm_api != 12:
             raise HostError(f"the native engine needs /dev/kvm: {report.hardware_reason()}")

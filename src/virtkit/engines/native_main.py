@@ -49,10 +49,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def config_from(args: argparse.Namespace) -> VmmConfig:
-    if args.vcpus != 1:
-        raise VirtkitError(
-            f"the native engine runs 1 vCPU for now (asked for {args.vcpus})", hint="use --vcpus 1 (SMP is part 2)"
-        )
     return VmmConfig(
         kernel=args.kernel,
         initrd=args.initrd,

@@ -15,7 +15,9 @@ from virtkit.arch.x86_64.e820 import e820_map
 from virtkit.arch.x86_64.loader import (
     Entry,
     Kernel,
+    check_kernel_fits,
     encode_cmdline,
+    initrd_address,
     load_kernel,
     place_initrd,
     read_kernel,
@@ -34,15 +36,36 @@ from virtkit.memory import GuestMemory
 MIB = 1 << 20
 
 
+def preflight(config: VmmConfig, mem_available_mib: int | None = None) -> tuple[Kernel, bytes]:
+    """Every check on the user's input that needs no VM: memory, kernel, command line, initrd size.
+    Returns the parsed kernel and the encoded command line."""
+    check_memory(config.memory_mib, mem_available_mib)
+    kernel = read_kernel(config.kernel)
+    cmdline = encode_cmdline(kernel, config.cmdline)
+    ram = layout.ram_layout(config.memory_mib * MIB)
+    check_kernel_fits(kernel, ram[0][1], str(config.kernel))
+    if config.initrd is not None:
+        try:
+            size = config.initrd.stat().st_size
+        except OSError as e:
+            raise ConfigError(
+                f"cannot read initrd {config.initrd}: {e.strerror}", hint="pass an existing initrd file"
+            ) from e
+        initrd_address(kernel, size, ram[0][1], config.memory_mib * MIB, str(config.initrd))
+    if config.vcpus != 1:
+        raise ConfigError(
+            f"the native engine runs 1 vCPU for now (asked for {config.vcpus})", hint="use 1 vCPU (SMP is part 2)"
+        )
+    return kernel, cmdline
+
+
 def build(
     config: VmmConfig,
     hypervisor: Hypervisor,
     console: Callable[[bytes], None],
     mem_available_mib: int | None = None,
 ) -> Vmm:
-    check_memory(config.memory_mib, mem_available_mib)
-    kernel = read_kernel(config.kernel)
-    cmdline = encode_cmdline(kernel, config.cmdline)
+    kernel, cmdline = preflight(config, mem_available_mib)
     initrd_data = read_initrd(config.initrd)
     memory = GuestMemory.anonymous(layout.ram_layout(config.memory_mib * MIB))
     vm: Vm | None = None

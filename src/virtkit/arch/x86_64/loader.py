@@ -76,14 +76,34 @@ def kernel_span(kernel: Kernel) -> tuple[int, int]:
     return kernel.start, kernel.end
 
 
-def load_kernel(memory: GuestMemory, kernel: Kernel, name: str = "kernel") -> None:
+def check_kernel_fits(kernel: Kernel, low_ram_end: int, name: str = "kernel") -> None:
     start, end = kernel_span(kernel)
-    if start < layout.HIMEM_START or not memory.contains(start, end - start):
+    if start < layout.HIMEM_START or end > low_ram_end:
         raise ConfigError(
             f"{name} needs guest RAM {start:#x}-{end:#x} ({(end + MIB - 1) // MIB} MiB) but the machine has "
-            f"{memory.size // MIB} MiB",
+            f"{low_ram_end // MIB} MiB below the MMIO gap",
             hint="give the machine more memory (--memory-mib)",
         )
+
+
+def initrd_address(kernel: Kernel, size: int, low_ram_end: int, total_ram: int, name: str = "initrd") -> int:
+    """The top of RAM below 4 GiB (and below the kernel's initrd_addr_max), page-aligned, above the kernel."""
+    top = min(low_ram_end, layout.MMIO_GAP_START)
+    if isinstance(kernel, BzImage):
+        top = min(top, kernel.initrd_addr_max + 1)
+    address = (top - size) & ~(PAGE - 1)
+    _, kernel_end = kernel_span(kernel)
+    if address < kernel_end:
+        raise ConfigError(
+            f"{name} is {size / MIB:.1f} MiB; it does not fit in the machine's {total_ram // MIB} MiB of RAM "
+            f"above the kernel (which ends at {kernel_end / MIB:.1f} MiB)",
+            hint="give the machine more memory (--memory-mib) or use a smaller initrd",
+        )
+    return address
+
+
+def load_kernel(memory: GuestMemory, kernel: Kernel, name: str = "kernel") -> None:
+    check_kernel_fits(kernel, memory.regions[0].end, name)
     if isinstance(kernel, BzImage):
         memory.write(LOAD_ADDRESS, kernel.payload)
         return
@@ -96,18 +116,7 @@ def load_kernel(memory: GuestMemory, kernel: Kernel, name: str = "kernel") -> No
 
 def place_initrd(memory: GuestMemory, kernel: Kernel, data: bytes, name: str = "initrd") -> tuple[int, int]:
     """Put the initrd at the top of RAM below 4 GiB (and below the kernel's initrd_addr_max)."""
-    low_end = memory.regions[0].end
-    top = min(low_end, layout.MMIO_GAP_START)
-    if isinstance(kernel, BzImage):
-        top = min(top, kernel.initrd_addr_max + 1)
-    address = (top - len(data)) & ~(PAGE - 1)
-    _, kernel_end = kernel_span(kernel)
-    if address < kernel_end:
-        raise ConfigError(
-            f"{name} is {len(data) / MIB:.1f} MiB; it does not fit in the machine's "
-            f"{memory.size // MIB} MiB of RAM above the kernel (which ends at {kernel_end / MIB:.1f} MiB)",
-            hint="give the machine more memory (--memory-mib) or use a smaller initrd",
-        )
+    address = initrd_address(kernel, len(data), memory.regions[0].end, memory.size, name)
     memory.write(address, data)
     return address, len(data)
 
