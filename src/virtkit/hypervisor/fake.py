@@ -120,13 +120,21 @@ DEFAULT_CPUID = (
 class FakeHypervisor:
     name = "fake"
 
-    def __init__(self, scripts: dict[int, list[Exit]] | None = None, cpuid: Sequence[CpuidEntry] = DEFAULT_CPUID):
+    def __init__(
+        self,
+        scripts: dict[int, list[Exit]] | None = None,
+        cpuid: Sequence[CpuidEntry] = DEFAULT_CPUID,
+        later_boots: Sequence[dict[int, list[Exit]]] = (),
+    ) -> None:
+        """``scripts`` drive the first VM's vCPUs (by index); ``later_boots`` the VMs created after it."""
         self.scripts = scripts or {}
+        self.later_boots = list(later_boots)
         self.cpuid = list(cpuid)
         self.vms: list[FakeVm] = []
 
     def create_vm(self) -> FakeVm:
-        vm = FakeVm(scripts=self.scripts)
+        scripts = self.scripts if not self.vms else (self.later_boots.pop(0) if self.later_boots else {})
+        vm = FakeVm(scripts=scripts)
         self.vms.append(vm)
         return vm
 

@@ -1,6 +1,6 @@
 """Build the test kernels with the host gcc into tests/guests/build/ (on demand, only when sources changed).
 
-``python tests/guests/build.py`` builds them by hand; tests use the ``test_kernels`` fixture.
+``python tests/guests/guestkernels.py`` builds them by hand; tests use the ``test_kernels`` fixture.
 """
 
 from __future__ import annotations
@@ -42,6 +42,24 @@ def make_bzimage(payload: bytes, *, init_size: int = 0, version: int = 0x020F, x
     struct.pack_into("<Q", setup, 0x258, 0x100000)  # pref_address
     struct.pack_into("<I", setup, 0x260, init_size)
     return bytes(setup) + payload
+
+
+def make_pvh_elf(code: bytes, *, load: int = 0x100000, entry: int | None = None, bss: int = 0,
+                 note: bool = True, desc_size: int = 8) -> bytes:
+    """A minimal ELF64 executable: one PT_LOAD with ``code`` at ``load`` and (optionally) the PVH entry note."""
+    entry = load if entry is None else entry
+    phnum = 2 if note else 1
+    header = struct.pack("<4sBBBBB7sHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 0, bytes(7), 2, 0x3E, 1, entry, 64, 0,
+                         0, 64, 56, phnum, 64, 0, 0)  # fmt: skip
+    desc = struct.pack("<Q" if desc_size == 8 else "<I", entry)
+    note_bytes = struct.pack("<III4s", 4, len(desc), 18, b"Xen\0") + desc
+    note_offset = 64 + 56 * phnum
+    code_offset = 0x100
+    load_ph = struct.pack("<IIQQQQQQ", 1, 7, code_offset, load, load, len(code), len(code) + bss, 0x1000)
+    phdrs = load_ph + (struct.pack("<IIQQQQQQ", 4, 4, note_offset, 0, 0, len(note_bytes), len(note_bytes), 4)
+                       if note else b"")  # fmt: skip
+    body = (header + phdrs + (note_bytes if note else b"")).ljust(code_offset, b"\0")
+    return body + code
 
 
 def _stale(target: Path, sources: list[Path]) -> bool:
