@@ -182,6 +182,16 @@ void kmain(u32 proto, u64 info) {
         u64 rs = rd32(info + 0x21c) | ((u64)rd32(info + 0xc4) << 32);
         if (rs) report_initrd(ra, rs);
     }
+    u32 a, b, c, d;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0x40000000), "c"(0));
+    char sig[13];
+    for (int i = 0; i < 4; i++) { sig[i] = (char)(b >> (8 * i)); sig[4 + i] = (char)(c >> (8 * i));
+                                  sig[8 + i] = (char)(d >> (8 * i)); }
+    sig[12] = 0;
+    for (int i = 0; i < 12; i++) if (sig[i] < 0x20 || sig[i] > 0x7e) sig[i] = '.';
+    puts("cpuid: 0x40000000="); puts(sig);
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0x40000001), "c"(0));
+    puts(" features="); puthex(a, 8); putc('\n');
     puts("ready\n");
     if (has("garbage")) garbage();
     if (number_after("bench")) bench(number_after("bench"));

@@ -114,9 +114,12 @@ class Runner:
         deadline = time.monotonic() + INPUT_PATIENCE_S
         while sent < len(data) and time.monotonic() < deadline:
             with self._lock:
-                vmm = self._vmm
+                vmm, state = self._vmm, self._state
             if vmm is None:
-                break
+                if state in ("shut off", "crashed"):
+                    break
+                time.sleep(0.01)  # still starting, or between boots
+                continue
             n = vmm.serial.enqueue(data[sent:])
             sent += n
             if n == 0:
