@@ -131,12 +131,18 @@ def test_run_native_puts_the_console_on_the_terminal(kvm: object, test_kernels: 
         [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO / "src")},
     )  # fmt: skip
-    assert proc.stdin is not None
-    proc.stdin.write(b"hi")  # typed ahead: held until the UART exists, then queued in its FIFO
-    proc.stdin.flush()
-    time.sleep(0.5)
-    proc.stdin.write(b"q")
-    proc.stdin.flush()
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    assert b"echo: h\necho: i\necho: q\n" in out
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        out = b""
+        deadline = time.monotonic() + 30
+        while b"echo: ready" not in out and time.monotonic() < deadline:
+            out += os.read(proc.stdout.fileno(), 4096)  # the guest resets its FIFO at boot: type after that
+        proc.stdin.write(b"hiq")
+        proc.stdin.flush()
+        rest, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert b"echo: h\necho: i\necho: q\n" in out + rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
