@@ -11,12 +11,13 @@ import io
 import struct
 from dataclasses import dataclass
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-from elftools.elf.segments import NoteSegment
+from typing import TYPE_CHECKING
 
 from virtkit.arch.x86_64.e820 import E820Entry
 from virtkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from elftools.elf.elffile import ELFFile
 
 XEN_ELFNOTE_PHYS32_ENTRY = 18
 START_INFO_MAGIC = 0x336EC578
@@ -51,6 +52,8 @@ def looks_like_elf(data: bytes) -> bool:
 
 
 def _pvh_entry(elf: ELFFile) -> int | None:
+    from elftools.elf.segments import NoteSegment
+
     for segment in elf.iter_segments():
         if not isinstance(segment, NoteSegment):
             continue
@@ -67,6 +70,10 @@ def _pvh_entry(elf: ELFFile) -> int | None:
 
 
 def parse_pvh_elf(data: bytes, name: str = "kernel") -> PvhKernel:
+    # imported here: pyelftools costs a quarter of the VMM's start-up and bzImage boots never need it
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
     try:
         elf = ELFFile(io.BytesIO(data))
         if elf["e_machine"] not in ("EM_X86_64", "EM_386"):
