@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import struct
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 from virtkit.arch.x86_64.e820 import E820Entry
