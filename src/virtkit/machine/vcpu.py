@@ -106,6 +106,10 @@ class ExitDispatcher:
         return data[:size].ljust(size, b"\xff")
 
 
+class _Stop(Exception):
+    pass
+
+
 class VcpuState(enum.Enum):
     CREATED = "created"
     RUNNING = "running"
@@ -179,12 +183,23 @@ class VcpuThread:
 
     def _main(self) -> None:
         outcome = Outcome("stopped", "stopped on request")
+        vcpu, handle, running = self.vcpu, self._dispatcher.handle, VcpuState.RUNNING
         try:
-            while self._settle():
-                result = self._dispatcher.handle(self.vcpu, self.vcpu.run())
+            if not self._settle():
+                raise _Stop
+            while True:
+                exit = vcpu.run()
+                result = handle(vcpu, exit)
                 if result is not None:
                     outcome = result
                     break
+                # Fast path without the lock: nothing was requested since the last look. A request that
+                # lands right after this check has already set immediate_exit, so KVM_RUN returns at once
+                # and the next exit (Interrupted) takes the slow path, which clears the kick under the lock.
+                if (exit.__class__ is Interrupted or self._want is not running) and not self._settle():
+                    break
+        except _Stop:
+            pass
         except Exception as e:  # the hypervisor failed under us: report, never hang
             log.exception("vCPU %d failed", self.vcpu.index)
             outcome = Outcome("crashed", f"vCPU {self.vcpu.index}: {e}")

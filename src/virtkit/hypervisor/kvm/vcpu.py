@@ -67,7 +67,8 @@ class KvmVcpu:
         return self._index
 
     def run(self) -> Exit:
-        self._thread = threading.get_ident()
+        if self._thread is None:
+            self._thread = threading.get_ident()  # where kicks are sent: one thread runs a vCPU
         try:
             fcntl.ioctl(self._fd, _abi.KVM_RUN, 0)
         except OSError as e:
