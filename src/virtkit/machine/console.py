@@ -8,8 +8,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+# A guest may print forever: the log stops growing here (live listeners still see everything).
+MAX_LOG_BYTES = 64 << 20
+TRUNCATED = b"\n[virtkit: console log truncated here; attach to the console socket for more]\n"
+
+
 class ConsoleSink:
-    def __init__(self, log: Path | None = None) -> None:
+    def __init__(self, log: Path | None = None, max_log_bytes: int = MAX_LOG_BYTES) -> None:
+        self._max_log_bytes = max_log_bytes
+        self._logged = 0
         self._lock = threading.Lock()
         self._fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640) if log else -1
         self._listeners: list[Callable[[bytes], None]] = []
@@ -29,8 +36,12 @@ class ConsoleSink:
         with self._lock:
             self.bytes_written += len(data)
             self.first_byte.set()
-            if self._fd >= 0:
-                os.write(self._fd, data)
+            if self._fd >= 0 and self._logged < self._max_log_bytes:
+                chunk = data[: self._max_log_bytes - self._logged]
+                self._logged += len(chunk)
+                if self._logged >= self._max_log_bytes:
+                    chunk += TRUNCATED
+                os.write(self._fd, chunk)
             dead = []
             for listener in self._listeners:
                 try:
