@@ -7,7 +7,6 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-
 # A guest may print forever: the log stops growing here (live listeners still see everything).
 MAX_LOG_BYTES = 64 << 20
 TRUNCATED = b"\n[virtkit: console log truncated here; attach to the console socket for more]\n"
