@@ -6,6 +6,7 @@ apt-cache takes over a second per call on hosts without a pkgcache.bin.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from virtkit.errors import HostError, ImageError
+
 
 @dataclass(frozen=True)
 class Package:
@@ -33,7 +35,8 @@ class Package:
 
 class PackageNotFound(ImageError):
     def __init__(self, name: str) -> None:
-        super().__init__(f"package {name!r} not found", hint="check the name with apt-cache search; apt-get update")
+        super().__init__(f"package {name!r} not found",
+                         hint="check the name with apt-cache search; run apt-get update")
         self.name = name
 
 
@@ -165,10 +168,8 @@ def download(pkg: Package, deb_dir: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=deb_dir, prefix=".dl-") as tmp:
         if os.geteuid() == 0:
             # apt drops to _apt for downloads; give it the directory so it need not warn and run unsandboxed.
-            try:
+            with contextlib.suppress(KeyError):
                 os.chown(tmp, pwd.getpwnam("_apt").pw_uid, -1)
-            except KeyError:
-                pass
         proc = _run(["apt-get", "download", f"{pkg.name}={pkg.version}"], cwd=Path(tmp))
         got = Path(tmp) / pkg.filename
         if proc.returncode != 0 or not got.is_file():

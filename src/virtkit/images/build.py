@@ -33,8 +33,8 @@ def _resolve_uncached(kernel_package: str) -> list[apt.Package]:
     try:
         kdeps = apt.depends(kernel_package)
     except apt.PackageNotFound as exc:
-        raise ImageError(f"kernel package {kernel_package!r} not found",
-                         hint="check the name with apt-cache search linux-image; set --kernel-package") from exc
+        hint = "check the name with apt-cache search linux-image; set --kernel-package"
+        raise ImageError(f"kernel package {kernel_package!r} not found", hint=hint) from exc
     # A metapackage (linux-image-cloud-amd64) points at the real one (linux-image-6.1.0-57-cloud-amd64).
     images = [d for d in kdeps if d.startswith("linux-image-")]
     kernel = images[0] if images else kernel_package
@@ -43,7 +43,7 @@ def _resolve_uncached(kernel_package: str) -> list[apt.Package]:
 
 
 def resolve(kernel_package: str) -> list[apt.Package]:
-    """Exact packages for the image (kernel, busybox, agent and its libraries); apt-get update once if needed."""
+    """Exact packages: kernel, busybox, the agent and its libraries. Runs apt-get update once if needed."""
     memo = image_dir() / "resolved.json"
 
     def compute() -> list[apt.Package]:
@@ -92,7 +92,8 @@ def _build_into(out: Path, work: Path, name: str, packages: list[apt.Package], d
 
     _report(progress, "resolving modules and libraries", 0.7)
     vmlinuz, version = tiny.find_kernel(root)
-    modules = kmod.load_order(kmod.scan_modules(root / "lib" / "modules" / version), tiny.MODULES)
+    moddir = root / "lib" / "modules" / version
+    modules = kmod.load_order(kmod.scan_modules(moddir), tiny.MODULES, kmod.builtin_modules(moddir))
     agent = root / tiny.AGENT_BINARY
     if not agent.is_file():
         raise ImageError(f"{tiny.AGENT_PACKAGE} has no {tiny.AGENT_BINARY}")

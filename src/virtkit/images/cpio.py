@@ -12,7 +12,6 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 _TRAILER = "TRAILER!!!"
 
@@ -43,11 +42,12 @@ class Entry:
         return Entry(path, stat.S_IFCHR | perm, rdev=(major, minor))
 
 
-def _pad(out: BinaryIO, n: int) -> None:
+def _pad(out: gzip.GzipFile, n: int) -> None:
     out.write(b"\0" * (-n % 4))
 
 
-def _write_one(out: BinaryIO, ino: int, name: str, mode: int, data: bytes, rdev: tuple[int, int]) -> None:
+def _write_one(out: gzip.GzipFile, ino: int, name: str, mode: int, data: bytes,
+               rdev: tuple[int, int]) -> None:
     raw_name = name.encode() + b"\0"
     nlink = 2 if stat.S_ISDIR(mode) else 1
     fields = (ino, mode, 0, 0, nlink, 0, len(data), 0, 0, rdev[0], rdev[1], len(raw_name), 0)

@@ -9,6 +9,7 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
+from elftools.elf.segments import InterpSegment
 
 from virtkit.errors import ImageError
 
@@ -25,12 +26,13 @@ def elf_info(path: Path) -> ElfInfo:
             elf = ELFFile(f)
             interp = None
             for seg in elf.iter_segments():
-                if seg["p_type"] == "PT_INTERP":
+                if isinstance(seg, InterpSegment):
                     interp = seg.get_interp_name()
             needed: list[str] = []
             for section in elf.iter_sections():
                 if isinstance(section, DynamicSection):
-                    needed += [t.needed for t in section.iter_tags() if t.entry.d_tag == "DT_NEEDED"]
+                    needed += [str(t.needed) for t in section.iter_tags()  # type: ignore[attr-defined]
+                               if t.entry.d_tag == "DT_NEEDED"]
             return ElfInfo(interp, tuple(needed))
     except (ELFError, OSError) as exc:
         raise ImageError(f"cannot read ELF file {path}: {exc}") from exc
@@ -67,7 +69,7 @@ def closure(binaries: Iterable[Path], root: Path, libdirs: Sequence[str]) -> lis
         if info.interpreter and info.interpreter not in found:
             interp = _resolve_in(root, info.interpreter)
             if not interp.is_file():
-                raise ImageError(f"ELF interpreter {info.interpreter} of {who} not found in the unpacked packages")
+                raise ImageError(f"ELF interpreter {info.interpreter} of {who} not in the unpacked packages")
             found[info.interpreter] = Library(info.interpreter, interp)
         for soname in info.needed:
             if soname in found:
@@ -79,6 +81,6 @@ def closure(binaries: Iterable[Path], root: Path, libdirs: Sequence[str]) -> lis
                     queue.append((candidate, soname))
                     break
             else:
-                raise ImageError(f"shared library {soname} (needed by {who}) not found in the unpacked packages",
+                raise ImageError(f"shared library {soname} (needed by {who}) not in the unpacked packages",
                                  hint="the package that ships it is missing from the image's package list")
     return list(found.values())

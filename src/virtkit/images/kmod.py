@@ -7,7 +7,7 @@ the same graph.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +41,8 @@ def parse_modules_dep(text: str) -> dict[str, Module]:
         if not sep:
             raise ImageError(f"modules.dep line {lineno} has no ':': {line!r}")
         path = path.strip()
-        graph[module_name(path)] = Module(module_name(path), path, tuple(module_name(d) for d in deps.split()))
+        name = module_name(path)
+        graph[name] = Module(name, path, tuple(module_name(d) for d in deps.split()))
     return graph
 
 
@@ -90,21 +91,33 @@ class _LazyGraph(dict[str, Module]):
         return mod
 
 
-def load_order(graph: Mapping[str, Module], wanted: Iterable[str]) -> list[Module]:
-    """The wanted modules plus everything they depend on, each after its dependencies."""
+def builtin_modules(moddir: Path) -> frozenset[str]:
+    """Names of the modules compiled into the kernel (``modules.builtin``): nothing to load for those."""
+    try:
+        return frozenset(module_name(line) for line in (moddir / "modules.builtin").read_text().split())
+    except OSError:
+        return frozenset()
+
+
+def load_order(graph: Mapping[str, Module], wanted: Iterable[str],
+               builtin: Collection[str] = ()) -> list[Module]:
+    """The wanted modules plus everything they depend on, each after its dependencies.
+
+    Built-in modules are skipped: another kernel may compile in what this one ships as a module.
+    """
     order: list[Module] = []
     done: set[str] = set()
     visiting: set[str] = set()
 
     def visit(name: str, chain: tuple[str, ...]) -> None:
-        if name in done:
+        if name in done or name in builtin:
             return
         if name in visiting:
             raise ImageError(f"module dependency cycle: {' -> '.join((*chain, name))}")
         if name not in graph:
             via = f" (needed by {chain[-1]})" if chain else ""
             raise ImageError(f"kernel module {name!r} not found{via}",
-                             hint="the kernel package may build it in or lack it; pick another kernel package")
+                             hint="this kernel lacks it or builds it in; pick another kernel package")
         visiting.add(name)
         mod = graph[name]
         for dep in mod.depends:
