@@ -42,11 +42,12 @@ def _resolve_uncached(kernel_package: str) -> list[apt.Package]:
     return apt.print_uris(list(dict.fromkeys(names)))
 
 
-def resolve(kernel_package: str) -> list[apt.Package]:
+def resolve(kernel_package: str, progress: Progress | None = None) -> list[apt.Package]:
     """Exact packages: kernel, busybox, the agent and its libraries. Runs apt-get update once if needed."""
     memo = image_dir() / "resolved.json"
 
     def compute() -> list[apt.Package]:
+        _report(progress, "resolving packages", 0.0)
         try:
             return _resolve_uncached(kernel_package)
         except ImageError:
@@ -116,18 +117,16 @@ def build_image(name: str = "tiny", *, kernel_package: str = DEFAULT_KERNEL_PACK
                 progress: Progress | None = None) -> Image:
     """The image *name* from the cache, built first if it is missing, stale, corrupt or *force* is set."""
     _check_name(name)
-    _report(progress, "resolving packages", 0.0)
-    packages = resolve(kernel_package)
+    # Progress is reported only for real work, so that a cache hit shows no progress bar at all.
+    packages = resolve(kernel_package, progress)
     digest = digest_of(name, packages, tiny.guest_files())
     root = image_dir()
     final = store.entry_dir(root, name, digest)
     if not force and (img := store.load(final)) is not None:
-        _report(progress, "cached", 1.0)
         return img
     with store.locked(root):
         # Another process may have built it while this one waited for the lock.
         if not force and (img := store.load(final)) is not None:
-            _report(progress, "cached", 1.0)
             return img
         store.clean_stale(root)
         with tempfile.TemporaryDirectory(dir=root, prefix=".build-") as tmp:
