@@ -42,6 +42,10 @@ def _resolve_uncached(kernel_package: str) -> list[apt.Package]:
     return apt.print_uris(list(dict.fromkeys(names)))
 
 
+def _may_update_apt() -> bool:
+    return os.geteuid() == 0
+
+
 def resolve(kernel_package: str, progress: Progress | None = None) -> list[apt.Package]:
     """Exact packages: kernel, busybox, the agent and its libraries. Runs apt-get update once if needed."""
     memo = image_dir() / "resolved.json"
@@ -51,7 +55,7 @@ def resolve(kernel_package: str, progress: Progress | None = None) -> list[apt.P
         try:
             return _resolve_uncached(kernel_package)
         except ImageError:
-            if os.geteuid() != 0:
+            if not _may_update_apt():
                 raise
             apt.apt_update()
             return _resolve_uncached(kernel_package)
