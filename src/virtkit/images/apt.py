@@ -35,22 +35,23 @@ class Package:
 
 class PackageNotFound(ImageError):
     def __init__(self, name: str) -> None:
-        super().__init__(f"package {name!r} not found",
-                         hint="check the name with apt-cache search; run apt-get update")
+        super().__init__(f"package {name!r} not found", hint="check the name with apt-cache search; run apt-get update")
         self.name = name
 
 
 def _run(argv: Sequence[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True, check=False,
-                              env={**os.environ, "LC_ALL": "C"})
+        return subprocess.run(
+            list(argv), cwd=cwd, capture_output=True, text=True, check=False, env={**os.environ, "LC_ALL": "C"}
+        )
     except FileNotFoundError as exc:
-        raise HostError(f"{argv[0]} not found: building images needs apt (a Debian host)",
-                        hint="run on Debian/Ubuntu, or copy a built image into the image cache") from exc
+        raise HostError(
+            f"{argv[0]} not found: building images needs apt (a Debian host)",
+            hint="run on Debian/Ubuntu, or copy a built image into the image cache",
+        ) from exc
 
 
-_DEPENDS_FLAGS = ("--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks", "--no-replaces",
-                  "--no-enhances")
+_DEPENDS_FLAGS = ("--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances")
 
 
 def _missing_name(stderr: str, names: Iterable[str]) -> str | None:
@@ -105,8 +106,10 @@ def print_uris(names: Sequence[str]) -> list[Package]:
 def apt_update() -> None:
     proc = _run(["apt-get", "update"])
     if proc.returncode != 0:
-        raise HostError(f"apt-get update failed: {proc.stderr.strip().splitlines()[-1:]}",
-                        hint="check the network and /etc/apt/sources.list")
+        raise HostError(
+            f"apt-get update failed: {proc.stderr.strip().splitlines()[-1:]}",
+            hint="check the network and /etc/apt/sources.list",
+        )
 
 
 def lists_stamp() -> str:
@@ -174,11 +177,15 @@ def download(pkg: Package, deb_dir: Path) -> Path:
         got = Path(tmp) / pkg.filename
         if proc.returncode != 0 or not got.is_file():
             err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise ImageError(f"downloading {pkg.name} {pkg.version} failed: {err}",
-                             hint="check the network and apt sources (apt-get update)")
+            raise ImageError(
+                f"downloading {pkg.name} {pkg.version} failed: {err}",
+                hint="check the network and apt sources (apt-get update)",
+            )
         if got.stat().st_size != pkg.size or sha256_file(got) != pkg.sha256:
-            raise ImageError(f"downloaded {pkg.filename} does not match the SHA256 in apt's lists",
-                             hint="run apt-get update and build again")
+            raise ImageError(
+                f"downloaded {pkg.filename} does not match the SHA256 in apt's lists",
+                hint="run apt-get update and build again",
+            )
         os.chmod(got, 0o644)
         got.replace(deb_dir / pkg.filename)
     return deb_dir / pkg.filename
@@ -187,6 +194,6 @@ def download(pkg: Package, deb_dir: Path) -> Path:
 def unpack(deb: Path, dest: Path) -> None:
     proc = _run(["dpkg-deb", "-x", str(deb), str(dest)])
     if proc.returncode != 0:
-        raise ImageError(f"unpacking {deb.name} failed: {proc.stderr.strip()}",
-                         hint=f"delete {deb} so that it is downloaded again")
-
+        raise ImageError(
+            f"unpacking {deb.name} failed: {proc.stderr.strip()}", hint=f"delete {deb} so that it is downloaded again"
+        )

@@ -63,8 +63,9 @@ def resolve(kernel_package: str, progress: Progress | None = None) -> list[apt.P
     return apt.memoised(memo, f"{kernel_package}|{BUILDER_VERSION}", compute)
 
 
-def digest_of(name: str, packages: list[apt.Package], guest_files: dict[str, bytes],
-              modules: tuple[str, ...] = tiny.MODULES) -> str:
+def digest_of(
+    name: str, packages: list[apt.Package], guest_files: dict[str, bytes], modules: tuple[str, ...] = tiny.MODULES
+) -> str:
     """SHA256 over every input: builder version, image name, exact packages, guest files, module list."""
     h = hashlib.sha256()
     h.update(f"virtkit-image/{BUILDER_VERSION}\n{name}\n".encode())
@@ -81,8 +82,9 @@ def _report(progress: Progress | None, stage: str, fraction: float) -> None:
         progress(stage, min(1.0, max(0.0, fraction)))
 
 
-def _build_into(out: Path, work: Path, name: str, packages: list[apt.Package], digest: str,
-                progress: Progress | None) -> None:
+def _build_into(
+    out: Path, work: Path, name: str, packages: list[apt.Package], digest: str, progress: Progress | None
+) -> None:
     debs = image_dir() / "debs"
     total = sum(p.size for p in packages) or 1
     done = 0
@@ -113,12 +115,16 @@ def _build_into(out: Path, work: Path, name: str, packages: list[apt.Package], d
         "modules": [m.name for m in modules],
         "libraries": sorted(lib.soname for lib in libraries),
     }
-    store.write_manifest(out, name=name, digest=digest, kernel_version=version, built_at=time.time(),
-                         inputs=inputs)
+    store.write_manifest(out, name=name, digest=digest, kernel_version=version, built_at=time.time(), inputs=inputs)
 
 
-def build_image(name: str = "tiny", *, kernel_package: str = DEFAULT_KERNEL_PACKAGE, force: bool = False,
-                progress: Progress | None = None) -> Image:
+def build_image(
+    name: str = "tiny",
+    *,
+    kernel_package: str = DEFAULT_KERNEL_PACKAGE,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> Image:
     """The image *name* from the cache, built first if it is missing, stale, corrupt or *force* is set."""
     _check_name(name)
     # Progress is reported only for real work, so that a cache hit shows no progress bar at all.
@@ -140,8 +146,9 @@ def build_image(name: str = "tiny", *, kernel_package: str = DEFAULT_KERNEL_PACK
             store.publish(out, final)
     img = store.load(final)
     if img is None:
-        raise ImageError(f"image {name} at {final} failed verification right after building",
-                         hint=f"check free space in {root}")
+        raise ImageError(
+            f"image {name} at {final} failed verification right after building", hint=f"check free space in {root}"
+        )
     _report(progress, "done", 1.0)
     return img
 

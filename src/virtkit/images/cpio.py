@@ -46,8 +46,7 @@ def _pad(out: gzip.GzipFile, n: int) -> None:
     out.write(b"\0" * (-n % 4))
 
 
-def _write_one(out: gzip.GzipFile, ino: int, name: str, mode: int, data: bytes,
-               rdev: tuple[int, int]) -> None:
+def _write_one(out: gzip.GzipFile, ino: int, name: str, mode: int, data: bytes, rdev: tuple[int, int]) -> None:
     raw_name = name.encode() + b"\0"
     nlink = 2 if stat.S_ISDIR(mode) else 1
     fields = (ino, mode, 0, 0, nlink, 0, len(data), 0, 0, rdev[0], rdev[1], len(raw_name), 0)
@@ -70,8 +69,10 @@ def write(entries: Iterable[Entry], dest: Path, level: int = 9) -> None:
             by_path[parent] = Entry.directory(parent)
             parent = os.path.dirname(parent)
     # mtime=0 and no file name in the gzip header keep the archive byte-for-byte reproducible.
-    with open(dest, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
-                                                 compresslevel=level) as out:
+    with (
+        open(dest, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=level) as out,
+    ):
         for ino, path in enumerate(sorted(by_path), start=1):
             e = by_path[path]
             _write_one(out, ino, path, e.mode, e.data, e.rdev)
