@@ -140,6 +140,7 @@ static void garbage(void) {
         if (port >= 0x60 && port <= 0x64) continue;            /* 0xfe at 0x64 would reset, legitimately */
         if (port >= 0x20 && port <= 0x21) continue;            /* keep our own PIC sane */
         if (port >= COM1 && port < COM1 + 8) continue;
+        if (port >= 0x600 && port <= 0x605) continue;          /* ACPI PM1: S5 would power off, legitimately */
         x = x * 1103515245 + 12345;
         if (port & 1) outb((u16)port, (u8)(x >> 16)); else inb((u16)port);
     }
@@ -154,6 +155,37 @@ static void garbage(void) {
     puts("garbage: done "); puthex(x & 0xff, 2); putc('\n');
 }
 
+/* --- ACPI: find the FADT through the RSDP, check every checksum, power off through PM1a_CNT ------------ */
+static int sum_ok(u64 a, u32 len) { u8 sum = 0; for (u32 i = 0; i < len; i++) sum += *(volatile u8 *)(a + i); return sum == 0; }
+static int sig_is(u64 a, const char *sig) { for (int i = 0; i < 4; i++) if (*(volatile u8 *)(a + i) != (u8)sig[i]) return 0; return 1; }
+
+static void acpi_poweroff(u64 hinted_rsdp) {
+    u64 rsdp = hinted_rsdp;
+    for (u64 a = 0xe0000; !rsdp && a < 0x100000; a += 16)
+        if (rd64(a) == 0x2052545020445352UL) rsdp = a;            /* "RSD PTR " */
+    if (!rsdp) { puts("acpi: no rsdp\n"); return; }
+    int ok = sum_ok(rsdp, 20) && sum_ok(rsdp, rd32(rsdp + 20));
+    u64 xsdt = rd64(rsdp + 24), fadt = 0;
+    ok = ok && sig_is(xsdt, "XSDT") && sum_ok(xsdt, rd32(xsdt + 4));
+    for (u32 i = 0; i < (rd32(xsdt + 4) - 36) / 8; i++)
+        if (sig_is(rd64(xsdt + 36 + 8 * i), "FACP")) fadt = rd64(xsdt + 36 + 8 * i);
+    if (!fadt) { puts("acpi: no fadt\n"); return; }
+    u64 dsdt = rd64(fadt + 140);
+    ok = ok && sum_ok(fadt, rd32(fadt + 4)) && sig_is(dsdt, "DSDT") && sum_ok(dsdt, rd32(dsdt + 4));
+    u32 slp_typ = 0xff;
+    u32 s5 = 0;                                                   /* Name (_S5_, Package { BytePrefix n, ... }) */
+    for (u32 i = 36; !s5 && i + 4 < rd32(dsdt + 4); i++)
+        if (sig_is(dsdt + i, "_S5_")) s5 = i + 4;
+    for (u32 j = s5; s5 && j + 1 < rd32(dsdt + 4); j++) {
+        if (*(volatile u8 *)(dsdt + j) == 0x0a) { slp_typ = *(volatile u8 *)(dsdt + j + 1); break; }
+    }
+    u16 pm1a_cnt = (u16)rd32(fadt + 64);
+    puts("acpi: rsdp="); puthex(rsdp, 5); puts(" pm1a_cnt="); puthex(pm1a_cnt, 4);
+    puts(" s5="); putdec(slp_typ); puts(ok ? " checksums=ok\n" : " checksums=BAD\n");
+    puts("then: poweroff\n");
+    __asm__ volatile("outw %0, %1" : : "a"((u16)((slp_typ << 10) | (1 << 13))), "Nd"(pm1a_cnt));
+}
+
 static void bench(u64 n) {
     puts("bench: start\n");
     for (u64 i = 0; i < n; i++) outb(0x80, (u8)i);
@@ -164,11 +196,13 @@ void kmain(u32 proto, u64 info) {
     outb(COM1 + 1, 0x00);                        /* no interrupts yet */
     outb(COM1 + 3, 0x80); outb(COM1, 0x01); outb(COM1 + 1, 0x00);
     outb(COM1 + 3, 0x03); outb(COM1 + 2, 0x07); outb(COM1 + 4, 0x0b);
+    u64 rsdp = 0;
     if (proto == 2) {
         puts("virtkit-test: entry=pvh\n");
         puts("pvh: magic="); puthex(rd32(info), 8); puts(" version="); putdec(rd32(info + 4));
         puts(" modules="); putdec(rd32(info + 12)); putc('\n');
         cmdline = (const char *)rd64(info + 24);
+        rsdp = rd64(info + 32);
         puts("cmdline: "); puts(cmdline); putc('\n');
         report_e820(rd64(info + 40), rd32(info + 48), 24);
         if (rd32(info + 12)) { u64 m = rd64(info + 16); report_initrd(rd64(m), rd64(m + 8)); }
@@ -176,6 +210,7 @@ void kmain(u32 proto, u64 info) {
         puts(proto == 1 ? "virtkit-test: entry=linux64\n" : "virtkit-test: entry=linux32\n");
         puts("boot_params: loader="); puthex(*(volatile u8 *)(info + 0x210), 2); putc('\n');
         cmdline = (const char *)(rd32(info + 0x228) | ((u64)rd32(info + 0xc8) << 32));
+        rsdp = rd64(info + 0x70);
         puts("cmdline: "); puts(cmdline); putc('\n');
         report_e820(info + 0x2d0, *(volatile u8 *)(info + 0x1e8), 20);
         u64 ra = rd32(info + 0x218) | ((u64)rd32(info + 0xc0) << 32);
@@ -196,6 +231,7 @@ void kmain(u32 proto, u64 info) {
     if (has("garbage")) garbage();
     if (number_after("bench")) bench(number_after("bench"));
     if (has("echo")) echo_loop();
+    if (has("poweroff")) acpi_poweroff(has("scan") ? 0 : rsdp);
     if (has("reset")) { puts("then: reset\n"); outb(0x64, 0xfe); }
     if (has("triple")) {
         puts("then: triple fault\n");

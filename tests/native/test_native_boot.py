@@ -125,3 +125,20 @@ def test_garbage_on_every_port_and_mmio_never_crashes_the_vmm(
     assert stats is not None and stats.device_errors == 0
     assert stats.unclaimed > 60000 and len(stats.unclaimed_sample) <= 16
     assert stats.exits["mmio_write"] >= 15
+
+
+@pytest.mark.parametrize("kernel", ["bzimage", "pvh"])
+@pytest.mark.parametrize("how", ["hinted", "scan"])
+def test_guest_powers_off_through_acpi(
+    boot: Callable[..., Boot], test_kernels: dict[str, Path], kernel: str, how: str
+) -> None:
+    # "hinted": the RSDP from boot_params.acpi_rsdp_addr / start_info.rsdp_paddr; "scan": the BIOS-area search
+    b = boot(test_kernels[kernel], "poweroff" + (" scan" if how == "scan" else ""))
+    assert b.wait() == Outcome("poweroff", "ACPI S5")
+    assert "acpi: rsdp=0xf0000 pm1a_cnt=0x0604 s5=5 checksums=ok" in b.text()
+
+
+def test_without_acpi_the_guest_finds_no_tables(boot: Callable[..., Boot], test_kernels: dict[str, Path]) -> None:
+    b = boot(test_kernels["bzimage"], "poweroff reset", acpi=False, on_reset="exit")
+    assert b.wait().kind == "reset"
+    assert "acpi: no rsdp" in b.text()

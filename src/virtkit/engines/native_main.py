@@ -39,6 +39,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--memory-mib", type=int, default=256)
     p.add_argument("--vcpus", type=int, default=1)
     p.add_argument("--no-paravirt", action="store_true", help="hide KVM's paravirtual CPUID leaves")
+    p.add_argument("--no-acpi", action="store_true", help="no ACPI tables (the guest cannot power off)")
     p.add_argument("--on-reset", choices=("restart", "exit"), default="restart")
     p.add_argument("--console", choices=("stdio", "none"), default="stdio")
     p.add_argument("--console-log", type=Path)
@@ -57,6 +58,7 @@ def config_from(args: argparse.Namespace) -> VmmConfig:
         vcpus=args.vcpus,
         paravirt=not args.no_paravirt,
         on_reset=args.on_reset,
+        acpi=not args.no_acpi,
     )
 
 

@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from virtkit.arch.x86_64 import layout, regs
+from virtkit.arch.x86_64 import acpi, layout, regs
 from virtkit.arch.x86_64.cpuid import guest_cpuid, paravirt_features
 from virtkit.arch.x86_64.e820 import e820_map
 from virtkit.arch.x86_64.loader import (
@@ -23,7 +23,7 @@ from virtkit.arch.x86_64.loader import (
     read_kernel,
     write_boot_info,
 )
-from virtkit.devices import cmos, i8042, serial
+from virtkit.devices import acpi_pm, cmos, i8042, serial
 from virtkit.devices.bus import Bus
 from virtkit.devices.trigger import IrqLine
 from virtkit.errors import ConfigError, HostError
@@ -76,7 +76,10 @@ def build(
         features = tuple(paravirt_features(guest_cpuid(hypervisor.supported_cpuid(), 0, 1, config.paravirt)))
         vmm = Vmm(vm, memory, pio, mmio, com1, entry.protocol, features)
         pio.insert(i8042.I8042(lambda: vmm.finish(Outcome("reset", "i8042 reset"))), i8042.PORT_BASE,
-                   i8042.PORT_LENGTH)
+                   i8042.PORT_LENGTH)  # fmt: skip
+        if config.acpi:
+            pm = acpi_pm.AcpiPm(acpi.S5_SLP_TYP, lambda: vmm.finish(Outcome("poweroff", "ACPI S5")))
+            pio.insert(pm, acpi_pm.PORT_BASE, acpi_pm.PORT_LENGTH)
         create_vcpus(vmm, hypervisor, config, entry)
         return vmm
     except BaseException:
@@ -133,7 +136,12 @@ def load_guest(
     load_kernel(memory, kernel, str(config.kernel))
     initrd = place_initrd(memory, kernel, initrd_data, str(config.initrd)) if initrd_data is not None else None
     ram = [(r.guest_address, r.size) for r in memory.regions]
-    return write_boot_info(memory, kernel, cmdline, initrd, e820_map(ram))
+    rsdp = 0
+    if config.acpi:
+        for address, data in acpi.acpi_tables(acpi_pm.PM1_EVT, acpi_pm.PM1_CNT):
+            memory.write(address, data)
+        rsdp = acpi.RSDP_ADDRESS
+    return write_boot_info(memory, kernel, cmdline, initrd, e820_map(ram), rsdp)
 
 
 def attach_devices(vm: Vm, console: Callable[[bytes], None]) -> tuple[Bus, Bus, serial.Serial]:

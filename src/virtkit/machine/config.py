@@ -18,6 +18,8 @@ class VmmConfig:
     paravirt: bool = True
     # what a guest reset (reboot, triple fault, i8042 0xFE) does: boot again, or end the VMM
     on_reset: Literal["restart", "exit"] = "restart"
+    # ACPI tables (FADT + DSDT with \_S5_) so the guest can power off
+    acpi: bool = True
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from virtkit.arch.x86_64.e820 import E820Entry
 ZERO_PAGE_SIZE = 4096
 E820_MAX = 128
 # offsets into struct boot_params
+ACPI_RSDP_ADDR = 0x070  # boot protocol 2.14; older kernels ignore it and scan the BIOS area
 EXT_RAMDISK_IMAGE = 0x0C0
 EXT_RAMDISK_SIZE = 0x0C4
 EXT_CMD_LINE_PTR = 0x0C8
@@ -32,6 +33,7 @@ def build_zero_page(
     cmdline_address: int,
     initrd: tuple[int, int] | None,
     e820: list[E820Entry],
+    rsdp: int = 0,
 ) -> bytes:
     if len(e820) > E820_MAX:
         raise ValueError(f"{len(e820)} e820 entries exceed {E820_MAX}")
@@ -48,6 +50,7 @@ def build_zero_page(
         address, size = initrd
         struct.pack_into("<II", zp, RAMDISK_IMAGE, address & 0xFFFFFFFF, size & 0xFFFFFFFF)
         struct.pack_into("<II", zp, EXT_RAMDISK_IMAGE, address >> 32, size >> 32)
+    struct.pack_into("<Q", zp, ACPI_RSDP_ADDR, rsdp)
     zp[E820_ENTRIES] = len(e820)
     for i, entry in enumerate(e820):
         zp[E820_TABLE + 20 * i : E820_TABLE + 20 * (i + 1)] = entry.pack()

@@ -17,6 +17,7 @@ CMDLINE_START = 0x20000
 CMDLINE_MAX = 0x10000
 EBDA_START = 0x9FC00
 BIOS_START = 0xF0000
+ACPI_START = 0xF0000  # RSDP and tables, in the e820-reserved BIOS area
 HIMEM_START = 0x100000  # 1 MiB: kernels load here or above
 MMIO_GAP_START = 0xC0000000  # 3 GiB: devices and the IOAPIC/LAPIC live between here and 4 GiB
 MMIO_GAP_END = 0x100000000

@@ -127,11 +127,12 @@ def write_boot_info(
     cmdline: bytes,
     initrd: tuple[int, int] | None,
     e820: list[E820Entry],
+    rsdp: int = 0,
 ) -> Entry:
     memory.write(layout.CMDLINE_START, cmdline)
     if isinstance(kernel, BzImage):
         memory.write(
-            layout.ZERO_PAGE, build_zero_page(kernel, LOAD_ADDRESS, layout.CMDLINE_START, initrd, e820)
+            layout.ZERO_PAGE, build_zero_page(kernel, LOAD_ADDRESS, layout.CMDLINE_START, initrd, e820, rsdp)
         )
         long_mode = kernel.entry64
         write_cpu_tables(memory, long_mode)
@@ -141,7 +142,7 @@ def write_boot_info(
     if len(e820) > layout.PVH_MEMMAP_MAX:
         raise ValueError("too many memory map entries for the PVH start_info")
     start_info, modlist, memmap = build_start_info(
-        layout.CMDLINE_START, layout.PVH_MEMMAP, e820, layout.PVH_MODLIST, initrd
+        layout.CMDLINE_START, layout.PVH_MEMMAP, e820, layout.PVH_MODLIST, initrd, rsdp
     )
     memory.write(layout.PVH_START_INFO, start_info)
     memory.write(layout.PVH_MODLIST, modlist)

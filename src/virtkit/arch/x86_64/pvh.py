@@ -103,6 +103,7 @@ def build_start_info(
     memmap: list[E820Entry],
     modlist_address: int,
     initrd: tuple[int, int] | None,
+    rsdp: int = 0,
 ) -> tuple[bytes, bytes, bytes]:
     """The start_info, its module list and its memory map, each to be written at its own address."""
     start_info = struct.pack(
@@ -113,7 +114,7 @@ def build_start_info(
         1 if initrd else 0,  # nr_modules
         modlist_address if initrd else 0,
         cmdline_address,
-        0,  # rsdp_paddr: no ACPI
+        rsdp,
         memmap_address,
         len(memmap),
         0,
