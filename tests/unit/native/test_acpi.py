@@ -26,6 +26,8 @@ def test_every_table_sums_to_zero_and_points_at_the_next() -> None:
     assert struct.unpack_from("<I", fadt, 64)[0] == 0x604
     assert struct.unpack_from("<I", fadt, 48)[0] == 0  # no SMI_CMD: always in ACPI mode
     assert not struct.unpack_from("<I", fadt, 112)[0] & (1 << 20)  # not hardware-reduced: the PIC stays
+    facs = TABLES[struct.unpack_from("<I", fadt, 36)[0]]
+    assert facs[:4] == b"FACS" and len(facs) == 64 and struct.unpack_from("<I", fadt, 36)[0] % 64 == 0
     dsdt = TABLES[struct.unpack_from("<Q", fadt, 140)[0]]
     assert dsdt[:4] == b"DSDT" and sum(dsdt) % 256 == 0 and b"_S5_" in dsdt
 
@@ -38,7 +40,7 @@ def test_tables_fit_in_the_reserved_bios_area() -> None:
 
 
 @pytest.mark.skipif(shutil.which("iasl") is None, reason="iasl (acpica-tools) is not installed")
-@pytest.mark.parametrize("name", ["FACP", "DSDT", "XSDT"])
+@pytest.mark.parametrize("name", ["FACP", "DSDT", "XSDT", "FACS"])
 def test_iasl_disassembles_the_tables_without_complaint(tmp_path: Path, name: str) -> None:
     data = next(d for d in TABLES.values() if d[:4] == name.encode())
     path = tmp_path / f"{name.lower()}.dat"

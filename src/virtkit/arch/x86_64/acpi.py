@@ -21,6 +21,7 @@ PM1_CNT_LEN = 2
 
 RSDP_ADDRESS = layout.ACPI_START  # in the BIOS area Linux scans, and in e820-reserved memory
 XSDT_ADDRESS = RSDP_ADDRESS + 0x40
+FACS_ADDRESS = RSDP_ADDRESS + 0x80  # 64-byte aligned, as the spec requires
 FADT_ADDRESS = RSDP_ADDRESS + 0x100
 DSDT_ADDRESS = RSDP_ADDRESS + 0x300
 
@@ -52,12 +53,18 @@ def rsdp(xsdt_address: int) -> bytes:
     return bytes(raw)
 
 
-def fadt(dsdt_address: int, pm1a_evt: int, pm1a_cnt: int) -> bytes:
+def facs() -> bytes:
+    """The firmware control structure (no header checksum): non-reduced hardware expects one."""
+    return struct.pack("<4sIIIIIQB3sI24s", b"FACS", 64, 0, 0, 0, 0, 0, 2, b"\0" * 3, 0, b"\0" * 24)
+
+
+def fadt(dsdt_address: int, pm1a_evt: int, pm1a_cnt: int, facs_address: int = 0) -> bytes:
     body = bytearray(276 - 36)
 
     def put(offset: int, fmt: str, *values: int) -> None:
         struct.pack_into(fmt, body, offset - 36, *values)
 
+    put(36, "<I", facs_address)
     put(40, "<I", dsdt_address)
     put(46, "<H", SCI_IRQ)
     put(56, "<I", pm1a_evt)
@@ -67,6 +74,7 @@ def fadt(dsdt_address: int, pm1a_evt: int, pm1a_cnt: int) -> bytes:
     put(109, "<H", IAPC_BOOT_ARCH)
     put(112, "<I", FADT_FLAGS)
     put(131, "<B", 0)  # FADT minor version (6.0)
+    put(132, "<Q", facs_address)
     put(140, "<Q", dsdt_address)  # X_DSDT; the X_ register blocks are left for the OS to derive
     return table(b"FACP", 6, bytes(body))
 
@@ -84,6 +92,7 @@ def acpi_tables(pm1a_evt: int, pm1a_cnt: int) -> list[tuple[int, bytes]]:
     return [
         (RSDP_ADDRESS, rsdp(XSDT_ADDRESS)),
         (XSDT_ADDRESS, xsdt([FADT_ADDRESS])),
-        (FADT_ADDRESS, fadt(DSDT_ADDRESS, pm1a_evt, pm1a_cnt)),
+        (FACS_ADDRESS, facs()),
+        (FADT_ADDRESS, fadt(DSDT_ADDRESS, pm1a_evt, pm1a_cnt, FACS_ADDRESS)),
         (DSDT_ADDRESS, dsdt()),
     ]
