@@ -24,8 +24,16 @@ SOURCES = ["kernel.c", "trampoline.S", "isr.S"]
 XLF_KERNEL_64 = 0x1
 
 
-def make_bzimage(payload: bytes, *, init_size: int = 0, version: int = 0x020F, xloadflags: int = XLF_KERNEL_64,
-                 cmdline_size: int = 2047, setup_sects: int = 4, initrd_addr_max: int = 0x7FFFFFFF) -> bytes:
+def make_bzimage(
+    payload: bytes,
+    *,
+    init_size: int = 0,
+    version: int = 0x020F,
+    xloadflags: int = XLF_KERNEL_64,
+    cmdline_size: int = 2047,
+    setup_sects: int = 4,
+    initrd_addr_max: int = 0x7FFFFFFF,
+) -> bytes:
     """Wrap a flat protected-mode kernel (linked at 0x100000, startup_64 at +0x200) in a bzImage setup header."""
     setup = bytearray((setup_sects + 1) * 512)
     setup[0x1F1] = setup_sects
@@ -44,8 +52,9 @@ def make_bzimage(payload: bytes, *, init_size: int = 0, version: int = 0x020F, x
     return bytes(setup) + payload
 
 
-def make_pvh_elf(code: bytes, *, load: int = 0x100000, entry: int | None = None, bss: int = 0,
-                 note: bool = True, desc_size: int = 8) -> bytes:
+def make_pvh_elf(
+    code: bytes, *, load: int = 0x100000, entry: int | None = None, bss: int = 0, note: bool = True, desc_size: int = 8
+) -> bytes:
     """A minimal ELF64 executable: one PT_LOAD with ``code`` at ``load`` and (optionally) the PVH entry note."""
     entry = load if entry is None else entry
     phnum = 2 if note else 1

@@ -41,11 +41,15 @@ def vmm_config(spec: MachineSpec) -> VmmConfig:
         vcpus=spec.vcpus,
         paravirt=spec.paravirt,
     )
+
+
 PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 CONTROL_TIMEOUT_S = 15.0
 
 
@@ -291,5 +295,6 @@ class NativeEngine:
         if returncode == 2:
             message, _, hint = last.partition(" (fix: ")
             return ConfigError(f"machine {machine.name}: {message}", hint=hint.removesuffix(")") or None)
-        return EngineError(f"machine {machine.name}: the native VMM ended at start: {last}",
-                           hint=f"see {machine.vmm_log}")
+        return EngineError(
+            f"machine {machine.name}: the native VMM ended at start: {last}", hint=f"see {machine.vmm_log}"
+        )

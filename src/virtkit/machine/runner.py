@@ -67,9 +67,7 @@ class Runner:
                 self.last_statistics = vmm.statistics()
                 vmm.close()
                 self._vmm = None
-                restart = self._restart_requested or (
-                    result.kind == "reset" and self.config.on_reset == "restart"
-                )
+                restart = self._restart_requested or (result.kind == "reset" and self.config.on_reset == "restart")
                 if restart and not self._stopping:
                     continue
                 outcome = result

@@ -118,9 +118,7 @@ class VcpuState(enum.Enum):
 
 
 class VcpuThread:
-    def __init__(
-        self, vcpu: Vcpu, dispatcher: ExitDispatcher, on_outcome: Callable[[Outcome], None]
-    ) -> None:
+    def __init__(self, vcpu: Vcpu, dispatcher: ExitDispatcher, on_outcome: Callable[[Outcome], None]) -> None:
         self.vcpu = vcpu
         self._dispatcher = dispatcher
         self._on_outcome = on_outcome

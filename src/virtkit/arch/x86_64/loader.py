@@ -131,9 +131,7 @@ def write_boot_info(
 ) -> Entry:
     memory.write(layout.CMDLINE_START, cmdline)
     if isinstance(kernel, BzImage):
-        memory.write(
-            layout.ZERO_PAGE, build_zero_page(kernel, LOAD_ADDRESS, layout.CMDLINE_START, initrd, e820, rsdp)
-        )
+        memory.write(layout.ZERO_PAGE, build_zero_page(kernel, LOAD_ADDRESS, layout.CMDLINE_START, initrd, e820, rsdp))
         long_mode = kernel.entry64
         write_cpu_tables(memory, long_mode)
         if long_mode:

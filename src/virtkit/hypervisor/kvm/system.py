@@ -59,10 +59,7 @@ class Kvm:
     def supported_cpuid(self) -> list[CpuidEntry]:
         buf = _abi.Cpuid2(nent=_abi.MAX_CPUID_ENTRIES)
         ioctl_buf(self._fd, _abi.KVM_GET_SUPPORTED_CPUID, buf, "KVM_GET_SUPPORTED_CPUID")
-        return [
-            CpuidEntry(e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx)
-            for e in buf.entries[: buf.nent]
-        ]
+        return [CpuidEntry(e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx) for e in buf.entries[: buf.nent]]
 
     def create_vm(self) -> KvmVm:
         fd = ioctl_int(self._fd, _abi.KVM_CREATE_VM, 0, "KVM_CREATE_VM")
