@@ -185,3 +185,16 @@ def test_damaged_bzimage_headers_are_refused() -> None:
 
 def test_pvh_note_with_a_32_bit_descriptor() -> None:
     assert parse_pvh_elf(make_pvh_elf(b"\x90" * 8, entry=0x100004, desc_size=4)).entry == 0x100004
+
+
+def test_a_relocatable_kernel_needs_room_at_its_preferred_address() -> None:
+    raw = bytearray(make_bzimage(b"\x90" * 0x400, init_size=0x2000000))
+    struct.pack_into("<Q", raw, 0x258, 0x1000000)  # pref_address: 16 MiB, as distribution kernels say
+    assert parse_bzimage(bytes(raw)).memory_end == 0x100000 + 0x2000000  # not relocatable: in place
+    raw[0x234] = 1
+    kernel = parse_bzimage(bytes(raw))
+    assert kernel.memory_end == 0x1000000 + 0x2000000  # decompressed at 16 MiB
+    mem = GuestMemory.for_tests(layout.ram_layout(64 * MIB))
+    with pytest.raises(ConfigError, match="does not fit"):
+        place_initrd(mem, kernel, bytes(17 * MIB))  # would overlap the decompressed kernel
+    assert place_initrd(mem, kernel, bytes(15 * MIB))[0] >= 48 * MIB

@@ -30,15 +30,19 @@ class BzImage:
     cmdline_size: int
     initrd_addr_max: int
     init_size: int
+    relocatable: bool = False
+    pref_address: int = LOAD_ADDRESS
 
     @property
     def entry64(self) -> bool:
         return bool(self.xloadflags & XLF_KERNEL_64) and self.version >= 0x020C
 
     @property
-    def memory_needed(self) -> int:
-        """Bytes from the load address the kernel may use while it starts (decompression included)."""
-        return max(self.init_size, len(self.payload))
+    def memory_end(self) -> int:
+        """Where the memory the kernel may use while it starts ends. A relocatable kernel loaded below its
+        preferred address decompresses itself to that address (``init_size`` bytes from there)."""
+        start = max(LOAD_ADDRESS, self.pref_address) if self.relocatable else LOAD_ADDRESS
+        return max(LOAD_ADDRESS + len(self.payload), start + self.init_size)
 
 
 def looks_like_bzimage(data: bytes) -> bool:
@@ -67,7 +71,9 @@ def parse_bzimage(data: bytes, name: str = "kernel") -> BzImage:
     initrd_addr_max = struct.unpack_from("<I", data, 0x22C)[0] or 0x37FFFFFF
     xloadflags = struct.unpack_from("<H", data, 0x236)[0] if version >= 0x020C else 0
     cmdline_size = struct.unpack_from("<I", data, 0x238)[0] or DEFAULT_CMDLINE_SIZE
-    init_size = struct.unpack_from("<I", data, 0x260)[0] if version >= 0x020A and header_end >= 0x264 else 0
+    has_pref = version >= 0x020A and header_end >= 0x264
+    init_size = struct.unpack_from("<I", data, 0x260)[0] if has_pref else 0
+    pref_address = struct.unpack_from("<Q", data, 0x258)[0] if has_pref else LOAD_ADDRESS
     return BzImage(
         header=bytes(data[HEADER_START:header_end]),
         payload=bytes(data[payload_start:]),
@@ -77,4 +83,6 @@ def parse_bzimage(data: bytes, name: str = "kernel") -> BzImage:
         cmdline_size=cmdline_size,
         initrd_addr_max=initrd_addr_max,
         init_size=init_size,
+        relocatable=version >= 0x0205 and bool(data[0x234]),
+        pref_address=pref_address,
     )

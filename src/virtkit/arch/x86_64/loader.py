@@ -72,7 +72,7 @@ def encode_cmdline(kernel: Kernel, cmdline: str) -> bytes:
 
 def kernel_span(kernel: Kernel) -> tuple[int, int]:
     if isinstance(kernel, BzImage):
-        return LOAD_ADDRESS, LOAD_ADDRESS + kernel.memory_needed
+        return LOAD_ADDRESS, kernel.memory_end
     return kernel.start, kernel.end
 
 
