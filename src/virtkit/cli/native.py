@@ -9,14 +9,10 @@ import contextlib
 import os
 import sys
 import termios
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from virtkit.engines import native_main
-from virtkit.machine.runner import Runner
-
-CTRL_A = 0x01
 
 
 @contextlib.contextmanager
@@ -35,32 +31,6 @@ def _terminal_keys(fd: int) -> Iterator[None]:
         yield
     finally:
         termios.tcsetattr(fd, termios.TCSANOW, saved)
-
-
-def _pump_stdin(runner: Runner, fd: int) -> None:
-    escape = False
-    while True:
-        try:
-            data = os.read(fd, 1024)
-        except OSError:
-            return
-        if not data:
-            return
-        out = bytearray()
-        for byte in data:
-            if escape:
-                escape = False
-                if byte in (ord("x"), ord("X")):
-                    runner.stop()
-                    return
-                if byte != CTRL_A:
-                    out.append(CTRL_A)
-            elif byte == CTRL_A:
-                escape = True
-                continue
-            out.append(byte)
-        if out:
-            runner.send_input(bytes(out))
 
 
 def run_native(
@@ -82,13 +52,10 @@ def run_native(
         argv.append("--no-paravirt")
     if console_log is not None:
         argv += ["--console-log", str(console_log)]
+    argv.append("--stdin")
     args = native_main.parse_args(argv)
     fd = sys.stdin.fileno()
-
-    def attach(runner: Runner) -> None:
-        if os.isatty(fd):
-            print("virtkit: serial console attached; Ctrl-A X ends the machine", file=sys.stderr)
-        threading.Thread(target=_pump_stdin, args=(runner, fd), name="stdin", daemon=True).start()
-
+    if os.isatty(fd):
+        print("virtkit: serial console attached; Ctrl-A X ends the machine", file=sys.stderr)
     with _terminal_keys(fd):
-        return native_main.run(args, on_runner=attach)
+        return native_main.run(args)

@@ -2,7 +2,7 @@
 
     python -m virtkit.engines.native_main --kernel K [--initrd I] [--cmdline C] [--memory-mib M]
         [--no-paravirt] [--on-reset restart|exit] [--console stdio|none] [--console-log FILE]
-        [--control SOCKET] [--console-socket SOCKET] [--stats-json FILE]
+        [--control SOCKET] [--console-socket SOCKET] [--stdin] [--stats-json FILE]
 
 Exit status: 0 when the guest powered off, reset with ``--on-reset exit``, or the VMM was stopped; 1 when
 the guest crashed or KVM failed; 2 for bad input (the message says what to fix).
@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -29,6 +30,7 @@ from virtkit.machine.control import ConsoleServer, ControlServer
 from virtkit.machine.runner import Runner
 
 EXIT_OK, EXIT_CRASHED, EXIT_BAD_INPUT = 0, 1, 2
+CTRL_A = 0x01
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -45,6 +47,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--console-log", type=Path)
     p.add_argument("--control", type=Path, help="unix socket for JSON-lines control")
     p.add_argument("--console-socket", type=Path, help="unix socket to attach to the serial console")
+    p.add_argument("--stdin", action="store_true", help="feed stdin to the serial port (Ctrl-A X quits)")
     p.add_argument("--stats-json", type=Path, help="write exit statistics here when the VMM ends")
     return p.parse_args(argv)
 
@@ -60,6 +63,33 @@ def config_from(args: argparse.Namespace) -> VmmConfig:
         on_reset=args.on_reset,
         acpi=not args.no_acpi,
     )
+
+
+def pump_stdin(runner: Runner, fd: int) -> None:
+    """Feed ``fd`` to the UART; Ctrl-A X stops the machine, Ctrl-A Ctrl-A sends one Ctrl-A."""
+    escape = False
+    while True:
+        try:
+            data = os.read(fd, 1024)
+        except OSError:
+            return
+        if not data:
+            return
+        out = bytearray()
+        for byte in data:
+            if escape:
+                escape = False
+                if byte in (ord("x"), ord("X")):
+                    runner.stop()
+                    return
+                if byte != CTRL_A:
+                    out.append(CTRL_A)
+            elif byte == CTRL_A:
+                escape = True
+                continue
+            out.append(byte)
+        if out:
+            runner.send_input(bytes(out))
 
 
 def _stdout_writer(data: bytes) -> None:
@@ -90,6 +120,8 @@ def run(args: argparse.Namespace, on_runner: Callable[[Runner], None] | None = N
             servers.append(ControlServer(args.control, runner))
         if args.console_socket:
             servers.append(ConsoleServer(args.console_socket, runner))
+        if args.stdin:
+            threading.Thread(target=pump_stdin, args=(runner, sys.stdin.fileno()), name="stdin", daemon=True).start()
         if on_runner is not None:
             on_runner(runner)
         try:
