@@ -16,7 +16,7 @@ from virtkit.images import apt, cpio, elfdeps, kmod, store, tiny
 from virtkit.images.store import Image
 
 # Bump when the build itself changes in a way that changes the output for the same inputs.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 KNOWN_IMAGES: tuple[str, ...] = ("tiny",)
 DEFAULT_KERNEL_PACKAGE = "linux-image-cloud-amd64"
 
@@ -85,14 +85,16 @@ def _build_into(out: Path, work: Path, name: str, packages: list[apt.Package], d
     debs = image_dir() / "debs"
     total = sum(p.size for p in packages) or 1
     done = 0
-    for pkg in packages:
-        _report(progress, f"downloading {pkg.name}", 0.05 + 0.45 * done / total)
+    for pkg in packages:  # progress by bytes: the kernel is most of them
+        _report(progress, f"downloading {pkg.name}", 0.05 + 0.4 * done / total)
         apt.download(pkg, debs)
         done += pkg.size
     root = work / "root"
-    for i, pkg in enumerate(packages):
-        _report(progress, f"unpacking {pkg.name}", 0.5 + 0.2 * i / len(packages))
+    done = 0
+    for pkg in packages:
+        _report(progress, f"unpacking {pkg.name}", 0.45 + 0.25 * done / total)
         apt.unpack(debs / pkg.filename, root)
+        done += pkg.size
 
     _report(progress, "resolving modules and libraries", 0.7)
     vmlinuz, version = tiny.find_kernel(root)
@@ -104,7 +106,8 @@ def _build_into(out: Path, work: Path, name: str, packages: list[apt.Package], d
     libraries = elfdeps.closure([agent], root, tiny.LIBDIRS)
 
     _report(progress, "packing initramfs", 0.75)
-    cpio.write(tiny.entries(root, version, modules, libraries), out / store.INITRD)
+    cpio.write(list(tiny.entries(root, version, modules, libraries)), out / store.INITRD,
+               on_progress=lambda f: _report(progress, "packing initramfs", 0.75 + 0.23 * f))
     shutil.copyfile(vmlinuz, out / store.KERNEL)
     inputs: dict[str, object] = {
         "builder": BUILDER_VERSION,
