@@ -84,11 +84,10 @@ def _build_into(out: Path, work: Path, name: str, packages: list[apt.Package], d
                 progress: Progress | None, *, kernel_package: str) -> None:
     debs = image_dir() / "debs"
     total = sum(p.size for p in packages) or 1
-    done = 0
-    for pkg in packages:  # progress by bytes: the kernel is most of them
-        _report(progress, f"downloading {pkg.name}", 0.05 + 0.4 * done / total)
-        apt.download(pkg, debs)
-        done += pkg.size
+    missing = sum(p.size for p in packages if apt.cached_deb(p, debs) is None) or 1
+    _report(progress, "downloading packages", 0.05)
+    apt.download(packages, debs,
+                 on_bytes=lambda n: _report(progress, "downloading packages", 0.05 + 0.4 * n / missing))
     root = work / "root"
     done = 0
     for pkg in packages:
