@@ -106,7 +106,8 @@ def print_uris(names: Sequence[str]) -> list[Package]:
 def apt_update() -> None:
     proc = _run(["apt-get", "update"])
     if proc.returncode != 0:
-        raise HostError(f"apt-get update failed: {proc.stderr.strip().splitlines()[-1:]}",
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise HostError(f"apt-get update failed: {last}",
                         hint="check the network and /etc/apt/sources.list")
 
 

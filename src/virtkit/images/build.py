@@ -53,10 +53,13 @@ def resolve(kernel_package: str, progress: Progress | None = None) -> list[apt.P
         _report(progress, "resolving packages", 0.0)
         try:
             return _resolve_uncached(kernel_package)
-        except ImageError:
+        except ImageError as first:
             if not _may_update_apt():
                 raise
-            apt.apt_update()
+            try:
+                apt.apt_update()
+            except HostError as exc:  # offline: say both what was missing and why apt could not help
+                raise HostError(f"{first.message}; {exc.message}", hint=first.hint) from first
             return _resolve_uncached(kernel_package)
 
     return apt.memoised(memo, f"{kernel_package}|{BUILDER_VERSION}", compute)

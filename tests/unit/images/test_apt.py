@@ -177,3 +177,28 @@ def test_download_failure_names_the_package(fake_apt_get: Path, tmp_path: Path,
     monkeypatch.setenv("FAIL", "b")
     with pytest.raises(ImageError, match="downloading b failed: E: Failed to fetch b 404"):
         apt.download([_pkg("a"), _pkg("b")], tmp_path / "debs")
+
+
+def test_not_found_runs_apt_update_once_as_root(fake_apt: list[list[str]],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    updates: list[int] = []
+    monkeypatch.setattr(build, "_may_update_apt", lambda: True)
+    monkeypatch.setattr(apt, "apt_update", lambda: updates.append(1))
+    with pytest.raises(ImageError, match="kernel package 'linux-image-nonesuch' not found"):
+        build.resolve("linux-image-nonesuch")
+    assert updates == [1]
+
+
+def test_not_found_and_offline_names_both(fake_apt: list[list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    from virtkit.errors import HostError
+
+    def offline() -> None:
+        raise HostError("apt-get update failed: Temporary failure resolving 'deb.debian.org'")
+
+    monkeypatch.setattr(build, "_may_update_apt", lambda: True)
+    monkeypatch.setattr(apt, "apt_update", offline)
+    with pytest.raises(HostError) as info:
+        build.resolve("linux-image-nonesuch")
+    assert "kernel package 'linux-image-nonesuch' not found" in info.value.message
+    assert "Temporary failure resolving" in info.value.message
+    assert info.value.hint == "check the name with apt-cache search linux-image; set --kernel-package"
