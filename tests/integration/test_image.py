@@ -51,8 +51,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImage]:
         start = time.monotonic()
         img = build_image("tiny")
         cold = time.monotonic() - start
-        print(f"\n[tiny] cold build {cold:.1f}s, kernel {img.kernel_version}, "
-              f"initrd {img.initrd.stat().st_size / 2**20:.1f} MiB, total {img.size_bytes / 2**20:.1f} MiB")
+        print(
+            f"\n[tiny] cold build {cold:.1f}s, kernel {img.kernel_version}, "
+            f"initrd {img.initrd.stat().st_size / 2**20:.1f} MiB, total {img.size_bytes / 2**20:.1f} MiB"
+        )
         yield BuiltImage(img, home, cold)
 
 
@@ -79,8 +81,10 @@ class Guest:
             if READY in self.console():
                 return time.monotonic() - self.started
             if self.proc.poll() is not None:
-                pytest.fail(f"QEMU exited ({self.proc.returncode}) before ready; console:\n"
-                            f"{self.console()[-3000:].decode(errors='replace')}")
+                pytest.fail(
+                    f"QEMU exited ({self.proc.returncode}) before ready; console:\n"
+                    f"{self.console()[-3000:].decode(errors='replace')}"
+                )
             time.sleep(0.1)
         pytest.fail(f"no ready marker within {timeout}s; console:\n{self.console()[-3000:].decode(errors='replace')}")
 
@@ -89,8 +93,9 @@ class Guest:
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"QEMU still running {timeout}s later; console tail:\n"
-                        f"{self.console()[-2000:].decode(errors='replace')}")
+            pytest.fail(
+                f"QEMU still running {timeout}s later; console tail:\n{self.console()[-2000:].decode(errors='replace')}"
+            )
         return time.monotonic() - start
 
 
@@ -100,17 +105,40 @@ def boot(img: Image, workdir: Path, netdev: str, append: str = CMDLINE) -> Itera
     agent_sock, qmp_sock = workdir / "qga.sock", workdir / "qmp.sock"
     console_sock, serial_log = workdir / "console.sock", workdir / "serial.log"
     argv = [
-        "qemu-system-x86_64", "-machine", "pc,accel=tcg", "-m", "256", "-nodefaults", "-no-user-config",
-        "-display", "none", "-no-reboot",
-        "-kernel", str(img.kernel), "-initrd", str(img.initrd), "-append", append,
-        "-chardev", f"socket,id=ser0,path={console_sock},server=on,wait=off,logfile={serial_log}",
-        "-serial", "chardev:ser0",
-        "-chardev", f"socket,id=qga0,path={agent_sock},server=on,wait=off",
-        "-device", "virtio-serial-pci",
-        "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
-        "-device", "virtio-rng-pci",
-        "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
-        "-qmp", f"unix:{qmp_sock},server=on,wait=off",
+        "qemu-system-x86_64",
+        "-machine",
+        "pc,accel=tcg",
+        "-m",
+        "256",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-kernel",
+        str(img.kernel),
+        "-initrd",
+        str(img.initrd),
+        "-append",
+        append,
+        "-chardev",
+        f"socket,id=ser0,path={console_sock},server=on,wait=off,logfile={serial_log}",
+        "-serial",
+        "chardev:ser0",
+        "-chardev",
+        f"socket,id=qga0,path={agent_sock},server=on,wait=off",
+        "-device",
+        "virtio-serial-pci",
+        "-device",
+        "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+        "-device",
+        "virtio-rng-pci",
+        "-netdev",
+        netdev,
+        "-device",
+        "virtio-net-pci,netdev=n0",
+        "-qmp",
+        f"unix:{qmp_sock},server=on,wait=off",
     ]
     with open(workdir / "qemu.stderr", "wb") as stderr:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
@@ -141,14 +169,37 @@ def test_image_contents(built: BuiltImage) -> None:
     img = built.image
     assert img.kernel_version.endswith("-cloud-amd64")
     names = set(cpio_mod.read_names(img.initrd))
-    for must in ("init", "bin/busybox", "bin/sh", "sbin/acpid", "sbin/udhcpc", "sbin/shutdown", "usr/sbin/qemu-ga",
-                 "lib64/ld-linux-x86-64.so.2", "lib/x86_64-linux-gnu/libglib-2.0.so.0",
-                 "lib/x86_64-linux-gnu/libc.so.6", "etc/acpi/PWRF/00000080", "usr/share/udhcpc/default.script",
-                 "dev/console", "etc/virtkit/modules"):
+    for must in (
+        "init",
+        "bin/busybox",
+        "bin/sh",
+        "sbin/acpid",
+        "sbin/udhcpc",
+        "sbin/shutdown",
+        "usr/sbin/qemu-ga",
+        "lib64/ld-linux-x86-64.so.2",
+        "lib/x86_64-linux-gnu/libglib-2.0.so.0",
+        "lib/x86_64-linux-gnu/libc.so.6",
+        "etc/acpi/PWRF/00000080",
+        "usr/share/udhcpc/default.script",
+        "dev/console",
+        "etc/virtkit/modules",
+    ):
         assert must in names, must
     mods = [n for n in names if n.endswith(".ko")]
-    for m in ("virtio_ring", "virtio", "virtio_pci", "virtio_console", "virtio_blk", "virtio_net",
-              "virtio-rng", "net_failover", "failover", "button", "evdev"):
+    for m in (
+        "virtio_ring",
+        "virtio",
+        "virtio_pci",
+        "virtio_console",
+        "virtio_blk",
+        "virtio_net",
+        "virtio-rng",
+        "net_failover",
+        "failover",
+        "button",
+        "evdev",
+    ):
         assert any(n.endswith(f"/{m}.ko") for n in mods), m
     assert img.initrd.stat().st_size < 8 * 2**20  # "tiny": measured ~3.7 MiB
     manifest = json.loads((img.kernel.parent / store.MANIFEST).read_text())

@@ -65,8 +65,9 @@ def resolve(kernel_package: str, progress: Progress | None = None) -> list[apt.P
     return apt.memoised(memo, f"{kernel_package}|{BUILDER_VERSION}", compute)
 
 
-def digest_of(name: str, packages: list[apt.Package], guest_files: dict[str, bytes],
-              modules: tuple[str, ...] = tiny.MODULES) -> str:
+def digest_of(
+    name: str, packages: list[apt.Package], guest_files: dict[str, bytes], modules: tuple[str, ...] = tiny.MODULES
+) -> str:
     """SHA256 over every input: builder version, image name, exact packages, guest files, module list."""
     h = hashlib.sha256()
     h.update(f"virtkit-image/{BUILDER_VERSION}\n{name}\n".encode())
@@ -83,14 +84,21 @@ def _report(progress: Progress | None, stage: str, fraction: float) -> None:
         progress(stage, min(1.0, max(0.0, fraction)))
 
 
-def _build_into(out: Path, work: Path, name: str, packages: list[apt.Package], digest: str,
-                progress: Progress | None, *, kernel_package: str) -> None:
+def _build_into(
+    out: Path,
+    work: Path,
+    name: str,
+    packages: list[apt.Package],
+    digest: str,
+    progress: Progress | None,
+    *,
+    kernel_package: str,
+) -> None:
     debs = image_dir() / "debs"
     total = sum(p.size for p in packages) or 1
     missing = sum(p.size for p in packages if apt.cached_deb(p, debs) is None) or 1
     _report(progress, "downloading packages", 0.05)
-    apt.download(packages, debs,
-                 on_bytes=lambda n: _report(progress, "downloading packages", 0.05 + 0.4 * n / missing))
+    apt.download(packages, debs, on_bytes=lambda n: _report(progress, "downloading packages", 0.05 + 0.4 * n / missing))
     root = work / "root"
     done = 0
     for pkg in packages:
@@ -108,8 +116,11 @@ def _build_into(out: Path, work: Path, name: str, packages: list[apt.Package], d
     libraries = elfdeps.closure([agent], root, tiny.LIBDIRS)
 
     _report(progress, "packing initramfs", 0.75)
-    cpio.write(list(tiny.entries(root, version, modules, libraries)), out / store.INITRD,
-               on_progress=lambda f: _report(progress, "packing initramfs", 0.75 + 0.23 * f))
+    cpio.write(
+        list(tiny.entries(root, version, modules, libraries)),
+        out / store.INITRD,
+        on_progress=lambda f: _report(progress, "packing initramfs", 0.75 + 0.23 * f),
+    )
     shutil.copyfile(vmlinuz, out / store.KERNEL)
     inputs: dict[str, object] = {
         "builder": BUILDER_VERSION,
@@ -118,12 +129,16 @@ def _build_into(out: Path, work: Path, name: str, packages: list[apt.Package], d
         "modules": [m.name for m in modules],
         "libraries": sorted(lib.soname for lib in libraries),
     }
-    store.write_manifest(out, name=name, digest=digest, kernel_version=version, built_at=time.time(),
-                         inputs=inputs)
+    store.write_manifest(out, name=name, digest=digest, kernel_version=version, built_at=time.time(), inputs=inputs)
 
 
-def build_image(name: str = "tiny", *, kernel_package: str = DEFAULT_KERNEL_PACKAGE, force: bool = False,
-                progress: Progress | None = None) -> Image:
+def build_image(
+    name: str = "tiny",
+    *,
+    kernel_package: str = DEFAULT_KERNEL_PACKAGE,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> Image:
     """The image *name* from the cache, built first if it is missing, stale, corrupt or *force* is set."""
     _check_name(name)
     # Progress is reported only for real work, so that a cache hit shows no progress bar at all.
@@ -152,8 +167,9 @@ def build_image(name: str = "tiny", *, kernel_package: str = DEFAULT_KERNEL_PACK
             store.publish(out, final)
     img = store.load(final)
     if img is None:
-        raise ImageError(f"image {name} at {final} failed verification right after building",
-                         hint=f"check free space in {root}")
+        raise ImageError(
+            f"image {name} at {final} failed verification right after building", hint=f"check free space in {root}"
+        )
     _report(progress, "done", 1.0)
     return img
 

@@ -20,8 +20,9 @@ def _entry(root: Path, name: str, digest: str, kernel_size: int, built_at: float
     d.mkdir(parents=True)
     (d / store.KERNEL).write_bytes(b"k" * kernel_size)
     (d / store.INITRD).write_bytes(b"i" * 1000)
-    store.write_manifest(d, name=name, digest=digest, kernel_version="6.1.0-57-cloud-amd64", built_at=built_at,
-                         inputs={})
+    store.write_manifest(
+        d, name=name, digest=digest, kernel_version="6.1.0-57-cloud-amd64", built_at=built_at, inputs={}
+    )
     img = store.load(d)
     assert img is not None
     return img

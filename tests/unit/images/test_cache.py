@@ -18,15 +18,30 @@ class FakeBuilder:
         self.calls = 0
         self.fail = False
 
-    def __call__(self, out: Path, work: Path, name: str, packages: list[Package], digest: str,
-                 progress: object, *, kernel_package: str) -> None:
+    def __call__(
+        self,
+        out: Path,
+        work: Path,
+        name: str,
+        packages: list[Package],
+        digest: str,
+        progress: object,
+        *,
+        kernel_package: str,
+    ) -> None:
         self.calls += 1
         (out / store.KERNEL).write_bytes(b"K" * 4096)
         (out / store.INITRD).write_bytes(b"I" * 8192)
         if self.fail:
             raise KeyboardInterrupt  # like Ctrl-C in the middle of a build
-        store.write_manifest(out, name=name, digest=digest, kernel_version="6.1.0-test", built_at=1.0,
-                             inputs={"kernel_package": kernel_package})
+        store.write_manifest(
+            out,
+            name=name,
+            digest=digest,
+            kernel_version="6.1.0-test",
+            built_at=1.0,
+            inputs={"kernel_package": kernel_package},
+        )
 
 
 @pytest.fixture
@@ -121,8 +136,9 @@ def test_known_images() -> None:
     assert KNOWN_IMAGES == ("tiny",)
 
 
-def test_without_apt_a_cached_image_of_the_same_kernel_package_is_used(fake: FakeBuilder,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_apt_a_cached_image_of_the_same_kernel_package_is_used(
+    fake: FakeBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
     img = build_image()
 
     def no_apt(kernel_package: str, progress: object = None) -> list[Package]:
