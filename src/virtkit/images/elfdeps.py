@@ -32,9 +32,7 @@ def elf_info(path: Path) -> ElfInfo:
             for section in elf.iter_sections():
                 if isinstance(section, DynamicSection):
                     needed += [
-                        str(getattr(t, "needed", ""))
-                        for t in section.iter_tags()
-                        if t.entry.d_tag == "DT_NEEDED"
+                        str(getattr(t, "needed", "")) for t in section.iter_tags() if t.entry.d_tag == "DT_NEEDED"
                     ]
             return ElfInfo(interp, tuple(needed))
     except (ELFError, OSError) as exc:

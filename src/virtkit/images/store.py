@@ -85,6 +85,15 @@ def load(directory: Path, *, deep: bool = True) -> Image | None:
         return None
 
 
+def load_inputs(directory: Path) -> dict[str, object]:
+    """The recorded build inputs of an entry ({} when unreadable)."""
+    try:
+        inputs = json.loads((directory / MANIFEST).read_text()).get("inputs", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return inputs if isinstance(inputs, dict) else {}
+
+
 def entries(root: Path) -> list[Path]:
     if not root.is_dir():
         return []

@@ -26,6 +26,7 @@ GUEST_FILES = {
     "init": ("init", 0o755),
     "inittab": ("etc/inittab", 0o644),
     "virtkit-agent": ("sbin/virtkit-agent", 0o755),
+    "console": ("sbin/virtkit-console", 0o755),
     "shutdown": ("sbin/shutdown", 0o755),
     "power-button": ("etc/acpi/PWRF/00000080", 0o755),
     "udhcpc.script": ("usr/share/udhcpc/default.script", 0o755),
