@@ -182,6 +182,9 @@ class NativeMachine:
     def agent(self) -> AgentClient:
         raise EngineError("the native engine has no agent yet (part 2)", hint="use --engine qemu for the agent")
 
+    def detach(self) -> None:
+        """Nothing to let go of: every control request opens its own connection to the VMM's socket."""
+
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> float:
         raise EngineError(
             "the native engine has no agent yet (part 2), so it cannot tell when the guest is ready",
