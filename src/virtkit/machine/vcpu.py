@@ -160,8 +160,12 @@ class VcpuThread:
             return self._cond.wait_for(lambda: self._state in states, timeout)
 
     def join(self, timeout: float | None = None) -> None:
-        if self._thread.is_alive() or self._thread.ident is not None:
+        if self._thread.ident is not None:
             self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def _settle(self) -> bool:
         """Honour requests before entering the guest; False when the thread must end."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 
@@ -11,6 +12,8 @@ from virtkit.hypervisor.base import Vm
 from virtkit.machine.config import Outcome
 from virtkit.machine.vcpu import ExitDispatcher, VcpuState, VcpuThread
 from virtkit.memory import GuestMemory
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,10 @@ class Vmm:
         for t in self.threads:
             t.join(10.0)
         self._closed = True
+        if any(t.alive for t in self.threads):
+            # a vCPU that ignored its kick may still touch kvm_run and guest RAM: leak them, never crash
+            log.error("a vCPU thread did not stop; leaving its VM mapped")
+            return
         for t in self.threads:
             t.vcpu.close()
         self.vm.close()
