@@ -122,6 +122,9 @@ def main() -> int:
     if shutil.which("qemu-system-x86_64") is None:
         print("qemu-system-x86_64 is needed for the comparison (apt-get install qemu-system-x86)", file=sys.stderr)
         return 2
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        print("/dev/kvm is needed (both sides run on KVM)", file=sys.stderr)
+        return 2
     kernel = guestkernels.build()["pvh"]
     cmdline = f"console=ttyS0 bench={args.exits}"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
