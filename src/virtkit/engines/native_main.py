@@ -92,12 +92,34 @@ def pump_stdin(runner: Runner, fd: int) -> None:
             runner.send_input(bytes(out))
 
 
+def process_age() -> float:
+    """Seconds since this process started (interpreter start-up and imports included); 0 if unknown."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+
+
+def summary(runner: Runner, timings: dict[str, float]) -> str:
+    """One line for people: where the time went and which ports the guest kept exiting on."""
+    parts = [f"{name.replace('_', ' ')} {seconds:.2f} s" for name, seconds in timings.items()]
+    stats = runner.last_statistics
+    if stats is not None:
+        total = sum(v for k, v in stats.exits.items() if k != "interrupted")
+        ports = ", ".join(f"{port:#x}: {n}" for port, n in stats.top_ports[:5])
+        parts.append(f"{total} exits" + (f" ({ports})" if ports else ""))
+    return "; ".join(parts)
+
+
 def _stdout_writer(data: bytes) -> None:
     os.write(sys.stdout.fileno(), data)
 
 
 def run(args: argparse.Namespace, on_runner: Callable[[Runner], None] | None = None) -> int:
     """Run the VMM in this process (the main thread must call it); returns the exit status."""
+    startup = process_age()
     try:
         config = config_from(args)
     except VirtkitError as e:
@@ -129,12 +151,19 @@ def run(args: argparse.Namespace, on_runner: Callable[[Runner], None] | None = N
         except VirtkitError as e:
             print(f"virtkit-native: {e}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        timings = {"python_start": startup, **runner.timings}
         if args.stats_json and runner.last_statistics is not None:
             args.stats_json.write_text(
-                json.dumps({**asdict(runner.last_statistics), "outcome": asdict(outcome), "boots": runner.boots})
+                json.dumps(
+                    {
+                        **asdict(runner.last_statistics),
+                        "outcome": asdict(outcome),
+                        "boots": runner.boots,
+                        "timings_s": timings,
+                    }
+                )
             )
-        message = f"virtkit-native: {outcome.kind}: {outcome.reason}"
-        print(message, file=sys.stderr)
+        print(f"virtkit-native: {outcome.kind}: {outcome.reason} ({summary(runner, timings)})", file=sys.stderr)
         return EXIT_CRASHED if outcome.kind == "crashed" else EXIT_OK
     finally:
         for server in servers:

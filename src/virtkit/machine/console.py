@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,7 @@ class ConsoleSink:
         self._listeners: list[Callable[[bytes], None]] = []
         self.bytes_written = 0
         self.first_byte = threading.Event()
+        self.first_byte_at: float | None = None  # time.monotonic() of the guest's first byte
 
     def add_listener(self, listener: Callable[[bytes], None]) -> None:
         with self._lock:
@@ -34,7 +36,9 @@ class ConsoleSink:
     def write(self, data: bytes) -> None:
         with self._lock:
             self.bytes_written += len(data)
-            self.first_byte.set()
+            if self.first_byte_at is None:
+                self.first_byte_at = time.monotonic()
+                self.first_byte.set()
             if self._fd >= 0 and self._logged < self._max_log_bytes:
                 chunk = data[: self._max_log_bytes - self._logged]
                 self._logged += len(chunk)

@@ -40,6 +40,8 @@ class Runner:
         self.outcome: Outcome | None = None
         self.last_statistics: Statistics | None = None
         self.first_boot_started = threading.Event()
+        self.timings: dict[str, float] = {}  # seconds: build (first boot), first_byte and run (from start())
+        self._created = time.monotonic()
 
     @property
     def state(self) -> State:
@@ -53,7 +55,9 @@ class Runner:
                 if self._stopping:
                     outcome = Outcome("stopped", "stopped before boot")
                     break
+                t0 = time.monotonic()
                 vmm = build(self.config, hypervisor, self.console.write, self._mem_available_mib)
+                self.timings.setdefault("build", time.monotonic() - t0)
                 self._vmm = vmm
                 self._restart_requested = False
                 self._state = "running"
@@ -74,6 +78,9 @@ class Runner:
                 break
         with self._lock:
             self.outcome = outcome
+            if self.console.first_byte_at is not None:
+                self.timings["first_byte"] = self.console.first_byte_at - self._created
+            self.timings["run"] = time.monotonic() - self._created
             self._state = "crashed" if outcome.kind == "crashed" else "shut off"
         self.first_boot_started.set()
         return outcome

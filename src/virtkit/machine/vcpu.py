@@ -43,6 +43,7 @@ class ExitDispatcher:
         self.pio = pio
         self.mmio = mmio
         self.counts: Counter[str] = Counter()
+        self.ports: Counter[int] = Counter()  # exits per I/O port: bounded by the 64 Ki ports
         self.unclaimed = 0
         # the first few unclaimed addresses, for diagnosis; bounded so a guest cannot grow it
         self.unclaimed_sample: dict[int, int] = {}
@@ -52,10 +53,12 @@ class ExitDispatcher:
         match exit:
             case IoOut(port, size, data):
                 self.counts["io_out"] += 1
+                self.ports[port] += 1
                 for i in range(0, len(data), size or 1):
                     self._write(self.pio, port, data[i : i + size])
             case IoIn(port, size, count):
                 self.counts["io_in"] += 1
+                self.ports[port] += 1
                 vcpu.complete_in(self._read(self.pio, port, size) * count)
             case MmioWrite(address, data):
                 self.counts["mmio_write"] += 1

@@ -24,6 +24,7 @@ class Statistics:
     device_errors: int
     entry: str
     paravirt_features: tuple[str, ...] = field(default=())
+    top_ports: tuple[tuple[int, int], ...] = field(default=())  # (port, exits), busiest first
 
 
 class Vmm:
@@ -100,6 +101,7 @@ class Vmm:
             device_errors=self.dispatcher.device_errors,
             entry=self.entry,
             paravirt_features=self.paravirt_features,
+            top_ports=tuple(self.dispatcher.ports.most_common(8)),
         )
 
     def close(self) -> None:
