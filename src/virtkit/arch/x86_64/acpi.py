@@ -27,8 +27,9 @@ DSDT_ADDRESS = RSDP_ADDRESS + 0x300
 
 # FADT flags: WBINVD, PROC_C1, PWR_BUTTON and SLP_BUTTON (no fixed buttons), FIX_RTC (no RTC wake)
 FADT_FLAGS = (1 << 0) | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 6)
-# IAPC_BOOT_ARCH: legacy devices, an 8042, no VGA
-IAPC_BOOT_ARCH = 0x1 | 0x2 | 0x4
+# IAPC_BOOT_ARCH: legacy devices, no VGA, and no 8042 flag: with it Linux probes the keyboard controller by
+# polling port 0x64 ~20 000 times (measured: 20 s of a 25 s nested boot). The i8042's reset line works anyway.
+IAPC_BOOT_ARCH = 0x1 | 0x4
 # AML: Name (_S5_, Package (0x04) { 0x05, 0x05, Zero, Zero })
 S5_AML = bytes([0x08, *b"_S5_", 0x12, 0x08, 0x04, 0x0A, S5_SLP_TYP, 0x0A, S5_SLP_TYP, 0x00, 0x00])
 
