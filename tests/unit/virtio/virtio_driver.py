@@ -1,0 +1,58 @@
+"""A tiny virtio driver for unit tests: lays out a split queue in test guest memory and offers chains."""
+
+from __future__ import annotations
+
+import struct
+
+from virtkit.memory import GuestMemory
+from virtkit.virtio.queue import VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, SplitQueue
+
+DESC, AVAIL, USED, DATA = 0x1000, 0x3000, 0x4000, 0x10000
+MEMORY = 0x40000
+
+
+def memory() -> GuestMemory:
+    return GuestMemory.for_tests([(0, MEMORY)])
+
+
+class Driver:
+    def __init__(self, mem: GuestMemory, queue: SplitQueue, size: int = 16) -> None:
+        self.mem, self.q, self.size = mem, queue, size
+        queue.size, queue.desc_table, queue.avail_ring, queue.used_ring = size, DESC, AVAIL, USED
+        queue.ready = True
+        self.avail_idx = 0
+        self.next_data = DATA
+
+    def desc(self, index: int, address: int, length: int, flags: int = 0, nxt: int = 0, table: int = DESC) -> None:
+        self.mem.write(table + 16 * index, struct.pack("<QIHH", address, length, flags, nxt))
+
+    def buffer(self, length: int) -> int:
+        address = self.next_data
+        self.next_data += (length + 15) & ~15
+        return address
+
+    def offer(self, head: int) -> None:
+        self.mem.write_u16(AVAIL + 4 + 2 * (self.avail_idx % self.size), head)
+        self.avail_idx = (self.avail_idx + 1) & 0xFFFF
+        self.mem.write_u16(AVAIL + 2, self.avail_idx)
+
+    def chain(self, out: list[bytes], in_lengths: list[int], start: int = 0) -> tuple[int, list[int]]:
+        """Descriptors start.. for readable ``out`` buffers then writable ones; returns (head, writable addrs)."""
+        parts = [(b, False) for b in out] + [(bytes(n), True) for n in in_lengths]
+        addrs = []
+        for i, (data, writable) in enumerate(parts):
+            address = self.buffer(len(data))
+            if not writable:
+                self.mem.write(address, data)
+            else:
+                addrs.append(address)
+            flags = (VIRTQ_DESC_F_WRITE if writable else 0) | (VIRTQ_DESC_F_NEXT if i + 1 < len(parts) else 0)
+            self.desc(start + i, address, len(data), flags, start + i + 1)
+        return start, addrs
+
+    def indirect(self, index: int, table: int, count: int) -> None:
+        self.desc(index, table, 16 * count, VIRTQ_DESC_F_INDIRECT)
+
+    def used(self) -> list[tuple[int, int]]:
+        idx = self.mem.read_u16(USED + 2)
+        return [struct.unpack("<II", self.mem.read(USED + 4 + 8 * (i % self.size), 8)) for i in range(idx)]
