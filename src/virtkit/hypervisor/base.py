@@ -207,6 +207,9 @@ class Vm(Protocol):
 
     def set_irq_line(self, irq: int, level: bool) -> None: ...
 
+    def signal_msi(self, address: int, data: int) -> None:
+        """Inject one message-signalled interrupt (the in-kernel irqchip routes it to a local APIC)."""
+
     def create_vcpu(self, index: int) -> Vcpu: ...
 
     def close(self) -> None: ...

@@ -81,6 +81,7 @@ class FakeVm:
     scripts: dict[int, list[Exit]] = field(default_factory=dict)
     memory: list[tuple[int, int, int, int]] = field(default_factory=list)
     irq_events: list[tuple[int, bool]] = field(default_factory=list)
+    msi_events: list[tuple[int, int]] = field(default_factory=list)
     irqchip: bool = False
     pit: bool = False
     vcpus: list[FakeVcpu] = field(default_factory=list)
@@ -97,6 +98,9 @@ class FakeVm:
 
     def set_irq_line(self, irq: int, level: bool) -> None:
         self.irq_events.append((irq, level))
+
+    def signal_msi(self, address: int, data: int) -> None:
+        self.msi_events.append((address, data))
 
     def create_vcpu(self, index: int) -> FakeVcpu:
         vcpu = FakeVcpu(index, self.scripts.get(index, ()))

@@ -29,9 +29,12 @@ from virtkit.devices.trigger import IrqLine
 from virtkit.errors import ConfigError, HostError
 from virtkit.hypervisor.base import Hypervisor, HypervisorError, Vm
 from virtkit.machine.config import Outcome, VmmConfig
+from virtkit.machine.pci_devices import attach_pci
 from virtkit.machine.vcpu import VcpuThread
 from virtkit.machine.vmm import Vmm
 from virtkit.memory import GuestMemory
+from virtkit.virtio.device import VirtioDevice
+from virtkit.virtio.rng import Rng
 
 MIB = 1 << 20
 
@@ -73,6 +76,7 @@ def build(
         vm = create_vm(hypervisor, memory)
         entry = load_guest(memory, kernel, cmdline, initrd_data, config)
         pio, mmio, com1 = attach_devices(vm, console)
+        attach_pci(vm, memory, pio, mmio, virtio_devices(config))
         features = tuple(paravirt_features(guest_cpuid(hypervisor.supported_cpuid(), 0, 1, config.paravirt)))
         vmm = Vmm(vm, memory, pio, mmio, com1, entry.protocol, features)
         pio.insert(i8042.I8042(lambda: vmm.finish(Outcome("reset", "i8042 reset"))), i8042.PORT_BASE,
@@ -151,6 +155,13 @@ def attach_devices(vm: Vm, console: Callable[[bytes], None]) -> tuple[Bus, Bus, 
     pio.insert(com1, serial.PORT_COM1, 8)
     pio.insert(cmos.Cmos(), cmos.PORT_BASE, cmos.PORT_LENGTH)
     return pio, mmio, com1
+
+
+def virtio_devices(config: VmmConfig) -> list[VirtioDevice]:
+    devices: list[VirtioDevice] = []
+    if config.virtio_rng:
+        devices.append(Rng())
+    return devices
 
 
 def create_vcpus(vmm: Vmm, hypervisor: Hypervisor, config: VmmConfig, entry: Entry) -> None:

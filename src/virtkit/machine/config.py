@@ -20,6 +20,8 @@ class VmmConfig:
     on_reset: Literal["restart", "exit"] = "restart"
     # ACPI tables (FADT + DSDT with \_S5_) so the guest can power off
     acpi: bool = True
+    # virtio-pci devices
+    virtio_rng: bool = True
 
 
 @dataclass(frozen=True)

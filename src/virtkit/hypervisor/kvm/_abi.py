@@ -178,6 +178,22 @@ KVM_SET_TSS_ADDR = _io(0x47)
 KVM_SET_IDENTITY_MAP_ADDR = _iow(0x48, 8)
 KVM_CREATE_IRQCHIP = _io(0x60)
 KVM_IRQ_LINE = _iow(0x61, ctypes.sizeof(IrqLevel))
+
+
+class Msi(ctypes.Structure):
+    """struct kvm_msi { __u32 address_lo, address_hi, data, flags, devid; __u8 pad[12]; }"""
+
+    _fields_ = [
+        ("address_lo", ctypes.c_uint32),
+        ("address_hi", ctypes.c_uint32),
+        ("data", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("devid", ctypes.c_uint32),
+        ("pad", ctypes.c_uint8 * 12),
+    ]
+
+
+KVM_SIGNAL_MSI = _iow(0xA5, ctypes.sizeof(Msi))
 KVM_CREATE_PIT2 = _iow(0x77, ctypes.sizeof(PitConfig))
 # vcpu ioctls
 KVM_RUN = _io(0x80)

@@ -38,6 +38,10 @@ class KvmVm:
         line = _abi.IrqLevel(irq=irq, level=int(level))
         ioctl_buf(self._fd, _abi.KVM_IRQ_LINE, line, "KVM_IRQ_LINE")
 
+    def signal_msi(self, address: int, data: int) -> None:
+        msi = _abi.Msi(address_lo=address & 0xFFFFFFFF, address_hi=address >> 32, data=data)
+        ioctl_buf(self._fd, _abi.KVM_SIGNAL_MSI, msi, "KVM_SIGNAL_MSI")
+
     def create_vcpu(self, index: int) -> KvmVcpu:
         fd = ioctl_int(self._fd, _abi.KVM_CREATE_VCPU, index, "KVM_CREATE_VCPU")
         return KvmVcpu(fd, index, self._vcpu_mmap_size, self._kick_signal)

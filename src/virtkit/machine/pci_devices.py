@@ -1,0 +1,51 @@
+"""The builder's PCI step: the root bus with its host bridge on ports 0xCF8-0xCFF, the BAR window on the
+MMIO bus, and each virtio device as a virtio-pci function with MSI-X (INTx as the fallback)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from virtkit.devices.bus import Bus
+from virtkit.devices.pci.root import (
+    CONFIG_ADDRESS_PORT,
+    CONFIG_PORT_LENGTH,
+    WINDOW_BASE,
+    WINDOW_SIZE,
+    PciRoot,
+    PciWindow,
+)
+from virtkit.devices.trigger import IrqLine
+from virtkit.hypervisor.base import HypervisorError, Vm
+from virtkit.memory import GuestMemory
+from virtkit.virtio.device import VirtioDevice
+from virtkit.virtio.pci import BAR_SIZE, VirtioPci
+
+log = logging.getLogger(__name__)
+
+# INTx lines for PCI functions: ISA IRQs Linux leaves to PCI (QEMU's PIIX uses 10 and 11 the same way)
+INTX_LINES = (10, 11)
+
+
+def _safe_msi(vm: Vm) -> Callable[[int, int], None]:
+    """The guest programs the MSI-X table: an address KVM refuses must cost the guest its interrupt only."""
+
+    def send(address: int, data: int) -> None:
+        try:
+            vm.signal_msi(address, data)
+        except HypervisorError as e:
+            log.warning("MSI %#x/%#x refused: %s", address, data, e)
+
+    return send
+
+
+def attach_pci(vm: Vm, memory: GuestMemory, pio: Bus, mmio: Bus, devices: list[VirtioDevice]) -> PciRoot:
+    root = PciRoot()
+    pio.insert(root, CONFIG_ADDRESS_PORT, CONFIG_PORT_LENGTH)
+    mmio.insert(PciWindow(root), WINDOW_BASE, WINDOW_SIZE)
+    send_msi = _safe_msi(vm)
+    for n, device in enumerate(devices):
+        device.memory = memory
+        line = INTX_LINES[n % len(INTX_LINES)]
+        root.add(VirtioPci(device, root.allocate_bar(BAR_SIZE), send_msi, IrqLine(line, vm.set_irq_line), line))
+    return root
