@@ -74,6 +74,9 @@ struct gate { u16 lo; u16 sel; u8 ist; u8 type; u16 mid; u32 hi; u32 zero; } __a
 static struct gate idt[256] __attribute__((aligned(16)));
 extern char isr_stub_32[], isr_stub_36[], isr_stub_255[];
 static volatile u32 thre_irqs, rx_irqs, quit;
+extern char isr_stub_64[];
+static volatile u32 msi_irqs;
+static void lapic_eoi(void);
 
 static void set_gate(int vec, void *fn, u16 cs) {
     u64 a = (u64)fn;
@@ -85,6 +88,7 @@ static void irq_setup(void) {
     for (int v = 0; v < 256; v++) set_gate(v, isr_stub_255, cs);
     set_gate(32, isr_stub_32, cs);
     set_gate(36, isr_stub_36, cs);
+    set_gate(64, isr_stub_64, cs);
     struct { u16 limit; u64 base; } __attribute__((packed)) idtr = { sizeof(idt) - 1, (u64)idt };
     __asm__ volatile("lidt %0" : : "m"(idtr));
     outb(0x20, 0x11); outb(0xa0, 0x11);          /* ICW1: edge, cascade, ICW4 */
@@ -118,6 +122,7 @@ void isr(u32 vector) {
         return;
     }
     if (vector == 32) { outb(0x20, 0x20); return; }
+    if (vector == 64) { msi_irqs++; lapic_eoi(); return; }
     puts("unexpected interrupt or exception\n");
     for (;;) __asm__ volatile("cli; hlt");
 }
@@ -186,6 +191,8 @@ static void acpi_poweroff(u64 hinted_rsdp) {
     __asm__ volatile("outw %0, %1" : : "a"((u16)((slp_typ << 10) | (1 << 13))), "Nd"(pm1a_cnt));
 }
 
+#include "virtio.c"
+
 static void bench(u64 n) {
     puts("bench: start\n");
     for (u64 i = 0; i < n; i++) outb(0x80, (u8)i);
@@ -230,6 +237,8 @@ void kmain(u32 proto, u64 info) {
     puts("ready\n");
     if (has("garbage")) garbage();
     if (number_after("bench")) bench(number_after("bench"));
+    if (has("virtio")) virtio_test(0);
+    if (has("virtio-hostile")) virtio_test(1);
     if (has("echo")) echo_loop();
     if (has("poweroff")) acpi_poweroff(has("scan") ? 0 : rsdp);
     if (has("reset")) { puts("then: reset\n"); outb(0x64, 0xfe); }

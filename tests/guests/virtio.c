@@ -1,0 +1,159 @@
+/* Included by kernel.c: finds the virtio-pci functions on bus 0 through ports 0xCF8/0xCFC, drives
+ * virtio-rng like a driver does (MSI-X to the local APIC, vector 0x40), and with `virtio-hostile` throws
+ * malformed queues and garbage at it, checking that the device only ever asks for a reset. */
+
+static inline u32 inl(u16 port) { u32 v; __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port)); return v; }
+static u32 pci_read(u32 slot, u32 reg) { outl(0xcf8, 0x80000000u | slot << 11 | reg); return inl(0xcfc); }
+static void pci_write(u32 slot, u32 reg, u32 v) { outl(0xcf8, 0x80000000u | slot << 11 | reg); outl(0xcfc, v); }
+
+struct vq_desc { u64 addr; u32 len; u16 flags; u16 next; };
+struct common_cfg {
+    u32 device_feature_select, device_feature, driver_feature_select, driver_feature;
+    u16 config_msix_vector, num_queues; u8 device_status, config_generation;
+    u16 queue_select, queue_size, queue_msix_vector, queue_enable, queue_notify_off;
+    u32 queue_desc_lo, queue_desc_hi, queue_driver_lo, queue_driver_hi, queue_device_lo, queue_device_hi;
+};
+#define QSIZE 8
+static struct vq_desc vq_desc[QSIZE] __attribute__((aligned(4096)));
+static volatile u16 vq_avail[3 + QSIZE] __attribute__((aligned(4096)));
+static volatile u32 vq_used[1 + 2 * QSIZE + 1] __attribute__((aligned(4096)));
+static u8 rng_buf[64] __attribute__((aligned(64)));
+
+static volatile struct common_cfg *vcommon;
+static volatile u8 *vnotify;
+static u64 vbar, vmsix_table;
+
+static void lapic_eoi(void) { *(volatile u32 *)0xfee000b0 = 0; }
+
+static void zero(volatile void *p, u64 n) { for (u64 i = 0; i < n; i++) ((volatile u8 *)p)[i] = 0; }
+
+static int virtio_find(u32 want) {               /* the slot of the first virtio function with device id `want` */
+    int found = -1;
+    for (u32 slot = 0; slot < 32; slot++) {
+        u32 id = pci_read(slot, 0);
+        if (id == 0xffffffff) continue;
+        puts("pci: 00:"); puthex(slot, 2); puts(".0 "); puthex(id & 0xffff, 4); putc(':'); puthex(id >> 16, 4);
+        puts(" class="); puthex(pci_read(slot, 8) >> 8, 6); putc('\n');
+        if (id == (0x1af4 | want << 16) && found < 0) found = (int)slot;
+    }
+    return found;
+}
+
+static int virtio_setup(u32 slot) {              /* map the capabilities, turn on decoding and MSI-X */
+    vbar = pci_read(slot, 0x10) & ~0xfu;
+    pci_write(slot, 4, pci_read(slot, 4) | 0x6);
+    u32 notify_mult = 0;
+    for (u32 ptr = pci_read(slot, 0x34) & 0xff; ptr; ptr = (pci_read(slot, ptr) >> 8) & 0xff) {
+        u32 head = pci_read(slot, ptr);
+        if ((head & 0xff) == 0x11) {
+            u32 table = pci_read(slot, ptr + 4);
+            vmsix_table = (pci_read(slot, 0x10 + 4 * (table & 7)) & ~0xfu) + (table & ~7u);
+            pci_write(slot, ptr, head | 0x80000000u);      /* MSI-X enable */
+        } else if ((head & 0xff) == 0x09) {
+            u32 type = (head >> 24) & 0xff, off = pci_read(slot, ptr + 8);
+            if (type == 1) vcommon = (volatile struct common_cfg *)(vbar + off);
+            if (type == 2) { vnotify = (volatile u8 *)(vbar + off); notify_mult = pci_read(slot, ptr + 16); }
+        }
+    }
+    puts("virtio: bar0="); puthex(vbar, 8); puts(" notify_mult="); putdec(notify_mult);
+    puts(vcommon && vnotify && vmsix_table ? " caps=ok\n" : " caps=MISSING\n");
+    return vcommon && vnotify && vmsix_table;
+}
+
+static u8 virtio_start(u64 desc, u64 avail, u64 used) {      /* reset and bring the device up; status */
+    zero(vq_desc, sizeof(vq_desc)); zero(vq_avail, sizeof(vq_avail)); zero(vq_used, sizeof(vq_used));
+    vcommon->device_status = 0;
+    vcommon->device_status = 1;
+    vcommon->device_status = 3;
+    vcommon->driver_feature_select = 1; vcommon->driver_feature = 1;   /* VIRTIO_F_VERSION_1 */
+    vcommon->driver_feature_select = 0; vcommon->driver_feature = 0;
+    vcommon->device_status = 0xb;
+    if (!(vcommon->device_status & 8)) return vcommon->device_status;
+    volatile u32 *entry = (volatile u32 *)vmsix_table;
+    entry[0] = 0xfee00000; entry[1] = 0; entry[2] = 0x40; entry[3] = 0;   /* vector 0x40 to CPU 0 */
+    vcommon->queue_select = 0;
+    vcommon->queue_size = QSIZE;
+    vcommon->queue_msix_vector = 0;
+    vcommon->queue_desc_lo = (u32)desc; vcommon->queue_desc_hi = (u32)(desc >> 32);
+    vcommon->queue_driver_lo = (u32)avail; vcommon->queue_driver_hi = (u32)(avail >> 32);
+    vcommon->queue_device_lo = (u32)used; vcommon->queue_device_hi = (u32)(used >> 32);
+    vcommon->queue_enable = 1;
+    vcommon->device_status = 0xf;
+    return vcommon->device_status;
+}
+
+static void vq_offer(u16 head, u16 count) {
+    vq_avail[2 + (vq_avail[1] % QSIZE)] = head;
+    __asm__ volatile("" ::: "memory");
+    vq_avail[1] = (u16)(vq_avail[1] + count);
+    *(volatile u16 *)(vnotify + vcommon->queue_notify_off) = 0;
+}
+
+static int rng_round_trip(const char *who) {
+    u8 status = virtio_start((u64)vq_desc, (u64)vq_avail, (u64)vq_used);
+    for (u32 i = 0; i < sizeof(rng_buf); i++) rng_buf[i] = 0;
+    vq_desc[0] = (struct vq_desc){ (u64)rng_buf, sizeof(rng_buf), 2, 0 };
+    u32 before = msi_irqs;
+    vq_offer(0, 1);
+    for (u32 spin = 0; (vq_used[0] >> 16) == 0 && spin < 1000000; spin++) __asm__ volatile("pause");
+    for (u32 spin = 0; msi_irqs == before && spin < 100000; spin++) __asm__ volatile("pause");
+    u32 got = (vq_used[0] >> 16) ? vq_used[2] : 0, nonzero = 0;
+    for (u32 i = 0; i < sizeof(rng_buf); i++) nonzero += rng_buf[i] != 0;
+    puts(who); puts(": status="); puthex(status, 2); puts(" used="); putdec(vq_used[0] >> 16);
+    puts(" bytes="); putdec(got); puts(" nonzero="); putdec(nonzero > sizeof(rng_buf) / 2);
+    puts(" msi="); putdec(msi_irqs - before); putc('\n');
+    return got == sizeof(rng_buf);
+}
+
+static void hostile_case(const char *what, u64 desc, u64 avail, u64 used, int kind) {
+    u8 status = virtio_start(desc, avail, used);
+    if (kind == 0) {                                           /* a descriptor loop */
+        vq_desc[0] = (struct vq_desc){ (u64)rng_buf, 8, 3, 1 };
+        vq_desc[1] = (struct vq_desc){ (u64)rng_buf, 8, 3, 0 };
+        vq_offer(0, 1);
+    } else if (kind == 1) {                                    /* DMA far outside RAM */
+        vq_desc[0] = (struct vq_desc){ 0x7f0000000000ul, 16, 2, 0 };
+        vq_offer(0, 1);
+    } else if (kind == 2) {                                    /* DMA that runs off the end of RAM */
+        vq_desc[0] = (struct vq_desc){ (u64)rng_buf, 0xfffffff0u, 2, 0 };
+        vq_offer(0, 1);
+    } else if (kind == 3) {                                    /* an available index far ahead */
+        vq_desc[0] = (struct vq_desc){ (u64)rng_buf, 8, 2, 0 };
+        vq_offer(0, 100);
+    } else if (kind == 4) {                                    /* a buffer the device would have to read */
+        vq_desc[0] = (struct vq_desc){ (u64)rng_buf, 8, 0, 0 };
+        vq_offer(0, 1);
+    } else if (kind == 5) {                                    /* next index outside the queue */
+        vq_desc[0] = (struct vq_desc){ (u64)rng_buf, 8, 3, 200 };
+        vq_offer(0, 1);
+    }                                                          /* kind 6: the rings themselves outside RAM */
+    puts("hostile: "); puts(what); puts(" start="); puthex(status, 2);
+    puts(" status="); puthex(vcommon->device_status, 2); puts(" used="); putdec(vq_used[0] >> 16); putc('\n');
+}
+
+static void virtio_test(int hostile) {
+    irq_setup();
+    *(volatile u32 *)0xfee000f0 = 0x1ff;                       /* local APIC on, spurious vector 0xff */
+    __asm__ volatile("sti");
+    int slot = virtio_find(0x1044);
+    if (slot < 0) { puts("virtio: no rng\n"); return; }
+    if (!virtio_setup((u32)slot)) return;
+    rng_round_trip("virtio-rng");
+    if (!hostile) return;
+    hostile_case("loop", (u64)vq_desc, (u64)vq_avail, (u64)vq_used, 0);
+    hostile_case("outside-ram", (u64)vq_desc, (u64)vq_avail, (u64)vq_used, 1);
+    hostile_case("oversize", (u64)vq_desc, (u64)vq_avail, (u64)vq_used, 2);
+    hostile_case("avail-jump", (u64)vq_desc, (u64)vq_avail, (u64)vq_used, 3);
+    hostile_case("wrong-direction", (u64)vq_desc, (u64)vq_avail, (u64)vq_used, 4);
+    hostile_case("bad-next", (u64)vq_desc, (u64)vq_avail, (u64)vq_used, 5);
+    hostile_case("rings-outside-ram", 0x7f0000000000ul, 0x7f0000001000ul, 0xfffffffffffff000ul, 6);
+    u32 x = 99;                                                /* garbage over the whole BAR */
+    for (u32 off = 0; off < 0x8000; off += 4) {
+        x = x * 1103515245 + 12345;
+        if (off >= 0x4000 && off < 0x4010) continue;          /* keep our MSI-X entry pointing at the APIC */
+        *(volatile u32 *)(vbar + off) = x;
+        x += *(volatile u32 *)(vbar + ((x >> 8) & 0x7ffc));
+    }
+    puts("hostile: garbage done\n");
+    rng_round_trip("hostile: after");
+}
