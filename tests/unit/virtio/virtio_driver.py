@@ -8,7 +8,8 @@ from virtkit.memory import GuestMemory
 from virtkit.virtio.queue import VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, SplitQueue
 
 DESC, AVAIL, USED, DATA = 0x1000, 0x3000, 0x4000, 0x10000
-MEMORY = 0x40000
+MEMORY = 0x100000
+STRIDE = 0x20000  # a further queue's rings and buffers: base + the same offsets
 
 
 def memory() -> GuestMemory:
@@ -16,14 +17,15 @@ def memory() -> GuestMemory:
 
 
 class Driver:
-    def __init__(self, mem: GuestMemory, queue: SplitQueue, size: int = 16) -> None:
-        self.mem, self.q, self.size = mem, queue, size
-        queue.size, queue.desc_table, queue.avail_ring, queue.used_ring = size, DESC, AVAIL, USED
+    def __init__(self, mem: GuestMemory, queue: SplitQueue, size: int = 16, base: int = 0) -> None:
+        self.mem, self.q, self.size, self.base = mem, queue, size, base
+        queue.size, queue.desc_table, queue.avail_ring, queue.used_ring = size, base + DESC, base + AVAIL, base + USED
         queue.ready = True
         self.avail_idx = 0
-        self.next_data = DATA
+        self.next_data = base + DATA
 
-    def desc(self, index: int, address: int, length: int, flags: int = 0, nxt: int = 0, table: int = DESC) -> None:
+    def desc(self, index: int, address: int, length: int, flags: int = 0, nxt: int = 0, table: int = -1) -> None:
+        table = self.base + DESC if table < 0 else table
         self.mem.write(table + 16 * index, struct.pack("<QIHH", address, length, flags, nxt))
 
     def buffer(self, length: int) -> int:
@@ -32,9 +34,9 @@ class Driver:
         return address
 
     def offer(self, head: int) -> None:
-        self.mem.write_u16(AVAIL + 4 + 2 * (self.avail_idx % self.size), head)
+        self.mem.write_u16(self.base + AVAIL + 4 + 2 * (self.avail_idx % self.size), head)
         self.avail_idx = (self.avail_idx + 1) & 0xFFFF
-        self.mem.write_u16(AVAIL + 2, self.avail_idx)
+        self.mem.write_u16(self.base + AVAIL + 2, self.avail_idx)
 
     def chain(self, out: list[bytes], in_lengths: list[int], start: int = 0) -> tuple[int, list[int]]:
         """Descriptors start.. for readable ``out`` buffers then writable ones; returns (head, writable addrs)."""
@@ -54,5 +56,5 @@ class Driver:
         self.desc(index, table, 16 * count, VIRTQ_DESC_F_INDIRECT)
 
     def used(self) -> list[tuple[int, int]]:
-        idx = self.mem.read_u16(USED + 2)
-        return [struct.unpack("<II", self.mem.read(USED + 4 + 8 * (i % self.size), 8)) for i in range(idx)]
+        idx = self.mem.read_u16(self.base + USED + 2)
+        return [struct.unpack("<II", self.mem.read(self.base + USED + 4 + 8 * (i % self.size), 8)) for i in range(idx)]
