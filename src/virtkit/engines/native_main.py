@@ -48,6 +48,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--control", type=Path, help="unix socket for JSON-lines control")
     p.add_argument("--console-socket", type=Path, help="unix socket to attach to the serial console")
     p.add_argument("--stdin", action="store_true", help="feed stdin to the serial port (Ctrl-A X quits)")
+    p.add_argument("--agent-socket", type=Path, help="unix socket bridged to the guest agent's virtio port")
+    p.add_argument("--no-rng", action="store_true", help="no virtio-rng device")
     p.add_argument("--stats-json", type=Path, help="write exit statistics here when the VMM ends")
     return p.parse_args(argv)
 
@@ -62,6 +64,8 @@ def config_from(args: argparse.Namespace) -> VmmConfig:
         paravirt=not args.no_paravirt,
         on_reset=args.on_reset,
         acpi=not args.no_acpi,
+        virtio_rng=not args.no_rng,
+        agent_socket=args.agent_socket,
     )
 
 

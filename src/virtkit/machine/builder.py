@@ -28,15 +28,18 @@ from virtkit.devices.bus import Bus
 from virtkit.devices.trigger import IrqLine
 from virtkit.errors import ConfigError, HostError
 from virtkit.hypervisor.base import Hypervisor, HypervisorError, Vm
+from virtkit.machine.agent_socket import SocketBridge
 from virtkit.machine.config import Outcome, VmmConfig
 from virtkit.machine.pci_devices import attach_pci
 from virtkit.machine.vcpu import VcpuThread
 from virtkit.machine.vmm import Vmm
 from virtkit.memory import GuestMemory
+from virtkit.virtio.console import Console, Port
 from virtkit.virtio.device import VirtioDevice
 from virtkit.virtio.rng import Rng
 
 MIB = 1 << 20
+AGENT_PORT = "org.qemu.guest_agent.0"
 
 
 def preflight(config: VmmConfig, mem_available_mib: int | None = None) -> tuple[Kernel, bytes]:
@@ -72,13 +75,16 @@ def build(
     initrd_data = read_initrd(config.initrd)
     memory = GuestMemory.anonymous(layout.ram_layout(config.memory_mib * MIB))
     vm: Vm | None = None
+    closers: list[Callable[[], None]] = []
     try:
         vm = create_vm(hypervisor, memory)
         entry = load_guest(memory, kernel, cmdline, initrd_data, config)
         pio, mmio, com1 = attach_devices(vm, console)
-        attach_pci(vm, memory, pio, mmio, virtio_devices(config))
+        devices, closers = virtio_devices(config, console)  # closed below if a later step fails
+        attach_pci(vm, memory, pio, mmio, devices)
         features = tuple(paravirt_features(guest_cpuid(hypervisor.supported_cpuid(), 0, 1, config.paravirt)))
         vmm = Vmm(vm, memory, pio, mmio, com1, entry.protocol, features)
+        vmm.closers.extend(closers)
         pio.insert(i8042.I8042(lambda: vmm.finish(Outcome("reset", "i8042 reset"))), i8042.PORT_BASE,
                    i8042.PORT_LENGTH)  # fmt: skip
         if config.acpi:
@@ -87,6 +93,8 @@ def build(
         create_vcpus(vmm, hypervisor, config, entry)
         return vmm
     except BaseException:
+        for close in closers:
+            close()
         if vm is not None:
             vm.close()
         memory.close()
@@ -157,11 +165,28 @@ def attach_devices(vm: Vm, console: Callable[[bytes], None]) -> tuple[Bus, Bus, 
     return pio, mmio, com1
 
 
-def virtio_devices(config: VmmConfig) -> list[VirtioDevice]:
+def virtio_devices(
+    config: VmmConfig, console: Callable[[bytes], None]
+) -> tuple[list[VirtioDevice], list[Callable[[], None]]]:
+    """The virtio devices, and what to close with the machine (the agent socket)."""
     devices: list[VirtioDevice] = []
+    closers: list[Callable[[], None]] = []
+    if config.agent_socket is not None:
+        agent = Port(AGENT_PORT, lambda data: None)
+        vcon = Console([Port(None, console), agent])
+        try:
+            bridge = SocketBridge(config.agent_socket, lambda data: vcon.input(1, data))
+        except OSError as e:
+            raise HostError(
+                f"cannot listen on the agent socket {config.agent_socket}: {e.strerror}",
+                hint="pass a path in an existing, writable directory",
+            ) from e
+        agent.output = bridge.output
+        closers.append(bridge.close)
+        devices.append(vcon)
     if config.virtio_rng:
         devices.append(Rng())
-    return devices
+    return devices, closers
 
 
 def create_vcpus(vmm: Vmm, hypervisor: Hypervisor, config: VmmConfig, entry: Entry) -> None:

@@ -22,6 +22,8 @@ class VmmConfig:
     acpi: bool = True
     # virtio-pci devices
     virtio_rng: bool = True
+    # a virtio-console (hvc0) whose port org.qemu.guest_agent.0 is bridged to this unix socket
+    agent_socket: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from virtkit.devices.bus import Bus
@@ -51,6 +52,7 @@ class Vmm:
         self._lock = threading.Lock()
         self._outcome: Outcome | None = None
         self._closed = False
+        self.closers: list[Callable[[], None]] = []  # host-side device backends (sockets) to close with it
 
     def add_vcpu_thread(self, thread: VcpuThread) -> None:
         self.threads.append(thread)
@@ -111,6 +113,8 @@ class Vmm:
         for t in self.threads:
             t.join(10.0)
         self._closed = True
+        for close in self.closers:
+            close()
         if any(t.alive for t in self.threads):
             # a vCPU that ignored its kick may still touch kvm_run and guest RAM: leak them, never crash
             log.error("a vCPU thread did not stop; leaving its VM mapped")
