@@ -1,0 +1,81 @@
+"""The pure parts of the nested harness: module order checks, the command script, engine command lines."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from virtkit.errors import ImageError
+from virtkit.testing import nested
+
+
+def ko(depends: str) -> bytes:
+    return b"\0license=GPL\0depends=" + depends.encode() + b"\0retpoline=Y\0intree=Y\0"
+
+
+MODS = {"virtio_ring": ko(""), "virtio": ko("virtio_ring"), "kvm": ko("irqbypass"), "irqbypass": ko(""),
+        "ccp": ko(""), "kvm-amd": ko("kvm,ccp")}  # fmt: skip
+
+
+def test_depends_is_read_from_modinfo() -> None:
+    assert nested._depends(ko("kvm,ccp")) == ["kvm", "ccp"]
+    assert nested._depends(ko("")) == []
+
+
+def test_module_order_accepts_dependencies_first() -> None:
+    order = ["virtio_ring", "virtio", "irqbypass", "kvm", "ccp", "kvm-amd"]
+    assert nested._module_order(MODS, order) == order
+
+
+def test_module_order_refuses_a_dependency_loaded_late() -> None:
+    with pytest.raises(ImageError, match="kvm-amd is loaded before its dependency ccp"):
+        nested._module_order(MODS, ["virtio_ring", "virtio", "irqbypass", "kvm", "kvm-amd", "ccp"])
+
+
+def test_module_order_refuses_a_missing_dependency() -> None:
+    with pytest.raises(ImageError, match="needs irqbypass"):
+        nested._module_order({k: v for k, v in MODS.items() if k != "irqbypass"}, ["kvm"])
+
+
+def test_module_names_strip_compression_suffixes() -> None:
+    assert nested._module_name("lib/modules/6.1/kernel/arch/x86/kvm/kvm-amd.ko.xz") == "kvm-amd"
+    assert nested._module_name("lib/modules/6.1/kernel/fs/9p/9p.ko") == "9p"
+
+
+def test_l1_module_list_is_in_dependency_order_of_the_real_names() -> None:
+    # The shipped order itself, against the depends= lines Debian 6.1's modules carry.
+    real = {
+        "virtio_ring": "", "virtio": "virtio_ring", "virtio_pci_legacy_dev": "", "virtio_pci_modern_dev": "",
+        "virtio_pci": "virtio_ring,virtio_pci_modern_dev,virtio_pci_legacy_dev,virtio", "netfs": "",
+        "fscache": "netfs", "9pnet": "", "9pnet_virtio": "virtio,9pnet,virtio_ring", "9p": "9pnet,fscache,netfs",
+        "irqbypass": "", "kvm": "irqbypass", "ccp": "", "kvm-amd": "kvm,ccp",
+    }  # fmt: skip
+    assert set(real) == set(nested.L1_MODULES)
+    nested._module_order({k: ko(v) for k, v in real.items()}, nested.L1_MODULES)
+
+
+def test_command_script_quotes_argv_and_clears_the_environment(tmp_path: Path) -> None:
+    script = nested._cmd_script(["printf", "%s|%s|%s\\n", "a b", "$HOME", "it's"], {"HOME": "/tmp", "X": "1 2"}, "/")
+    script = script.replace(nested.L1_SHARE, str(tmp_path))  # run it here, against a stand-in share
+    proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
+    assert proc.stdout == "a b|$HOME|it's\n"
+    assert (tmp_path / "rc").read_text().strip() == "0"
+    env_script = nested._cmd_script(["sh", "-c", 'echo "$X;${HOME-unset}"; exit 4'], {"X": "1 2"}, "/")
+    env_script = env_script.replace(nested.L1_SHARE, str(tmp_path))
+    proc = subprocess.run(["sh", "-c", env_script], capture_output=True, text=True, check=True)
+    assert proc.stdout == "1 2;unset\n"
+    assert (tmp_path / "rc").read_text().strip() == "4"
+
+
+def test_l2_command_knows_both_engines_and_refuses_others(tmp_path: Path) -> None:
+    art = nested.BootArtefacts(tmp_path / "bz", tmp_path / "initrd", "6.1.0-9-cloud-amd64")
+    qemu = nested.l2_command("qemu", art)
+    assert "-enable-kvm" in qemu and qemu[qemu.index("-append") + 1] == nested.L2_CMDLINE
+    assert "reboot=t" in nested.L2_CMDLINE and "quiet" in nested.L2_CMDLINE
+    native = nested.l2_command("native", art, memory_mib=128)
+    assert native[1:3] == ["-m", "virtkit.engines.native_main"]
+    assert native[native.index("--memory-mib") + 1] == "128"
+    with pytest.raises(ValueError, match="unknown engine 'xen'"):
+        nested.l2_command("xen", art)
