@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from virtkit.errors import GuestTimeout
-from virtkit.testing import nested
+from virtkit.testing import bzimage, nested
 
 pytestmark = pytest.mark.nested
 
@@ -45,6 +45,12 @@ def test_l1_has_a_working_kvm_with_svm(l1_ready: nested.BootArtefacts) -> None:
     # The same line came over the serial console, time-stamped by the host, after L1 said it was ready.
     probe_line = next(c for c in res.console if c.text.startswith("kvm-probe"))
     assert res.timings.ready_s <= probe_line.t <= res.timings.total_s
+
+
+def test_l1_boots_its_kernel_through_pvh(l1_ready: nested.BootArtefacts) -> None:
+    # The unwrapped vmlinux (PVH entry) is what saves the emulated decompression; a bzImage here means it fell back.
+    assert l1_ready.kernel.name == "vmlinux"
+    assert bzimage.has_pvh_entry(l1_ready.kernel.read_bytes())
 
 
 def test_command_failure_and_output_come_back(l1_ready: nested.BootArtefacts) -> None:

@@ -73,9 +73,7 @@ def download(name: str, version: str, dest_dir: Path) -> Path:
         )
         debs = list(Path(tmp).glob("*.deb"))
         if proc.returncode != 0 or len(debs) != 1:
-            raise HostError(
-                f"apt-get download {name}={version} failed: {proc.stderr.strip()[-300:]}", hint=_APT_HINT
-            )
+            raise HostError(f"apt-get download {name}={version} failed: {proc.stderr.strip()[-300:]}", hint=_APT_HINT)
         os.replace(debs[0], target)
     return target
 
