@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 # Bump when the layout or scripts of a built artefact change in a way the cache key does not see.
-_BUILD_VERSION = "2"
+_BUILD_VERSION = "3"
 
 L1_PACKAGE = "linux-image-amd64"
 L2_PACKAGE = "linux-image-cloud-amd64"
@@ -122,7 +122,9 @@ _L2_INIT = r"""#!/bin/busybox sh
 B=/bin/busybox
 echo "@MARKER@"
 $B uname -r
-$B poweroff -f
+# reboot, not poweroff: without ACPI (the native engine's machine) Linux turns power-off into an endless halt;
+# with reboot=t a reboot triple-faults, which ends the VM on either engine (QEMU -no-reboot, native --on-reset exit).
+$B reboot -f
 """
 
 
@@ -136,6 +138,7 @@ class BootArtefacts:
     kernel: Path
     initrd: Path
     release: str
+    vmlinux: Path | None = None  # the same kernel as an ELF with a PVH entry note, where it has one
 
 
 def _cache_root() -> Path:
@@ -302,7 +305,10 @@ def l1_artefacts() -> BootArtefacts:
 
 
 def l2_artefacts() -> BootArtefacts:
-    """The L2 guest: Debian's cloud kernel; its busybox /init prints L2_MARKER and `uname -r`, powers off."""
+    """The L2 guest: Debian's cloud bzImage; its busybox /init prints L2_MARKER and `uname -r`, then reboots.
+
+    The reboot ends the VM on both engines (see _L2_INIT). `vmlinux` is the unwrapped PVH-bootable ELF.
+    """
     name, version, deb = _kernel_deb(L2_PACKAGE)
     busybox = _busybox().read_bytes()
     init = _L2_INIT.replace("@MARKER@", L2_MARKER)
@@ -315,11 +321,15 @@ def l2_artefacts() -> BootArtefacts:
             raise ImageError(f"{deb.name} holds {len(files)} kernels, expected one")
         [(path, kernel)] = files.items()
         (out / "vmlinuz").write_bytes(kernel)
+        elf = bzimage.vmlinux(kernel)
+        if bzimage.has_pvh_entry(elf):
+            (out / "vmlinux").write_bytes(elf)
         (out / "initrd.cpio").write_bytes(cpio.archive(_base_entries(init, busybox)))
         (out / "release").write_text(path.removeprefix("boot/vmlinuz-"))
 
     d = _build("l2", key, make)
-    return BootArtefacts(d / "vmlinuz", d / "initrd.cpio", (d / "release").read_text())
+    vmlinux = d / "vmlinux" if (d / "vmlinux").exists() else None
+    return BootArtefacts(d / "vmlinuz", d / "initrd.cpio", (d / "release").read_text(), vmlinux)
 
 
 def l2_boot_files() -> tuple[Path, Path]:
@@ -439,7 +449,8 @@ def run_in_l1(
         except subprocess.TimeoutExpired:
             raise GuestTimeout(
                 f"L1 run of {shlex.join(argv)} did not finish within {timeout:.0f} s",
-                console_tail=_tail(lines), hint="raise the timeout or look at the console tail",
+                console_tail=_tail(lines),
+                hint=f"raise the timeout if L1 was merely slow; its console ended with:\n{_tail(lines, 15)}",
             ) from None  # fmt: skip
         total = time.monotonic() - t0
         reader.join(timeout=5)
@@ -490,7 +501,7 @@ def l2_command(engine: str, art: BootArtefacts, *, memory_mib: int = 256, cmdlin
         return [
             sys.executable, "-m", "virtkit.engines.native_main",
             "--kernel", str(art.kernel), "--initrd", str(art.initrd), "--cmdline", cmdline,
-            "--memory-mib", str(memory_mib),
+            "--memory-mib", str(memory_mib), "--on-reset", "exit",
         ]  # fmt: skip
     raise ValueError(f"unknown engine {engine!r} (use 'qemu' or 'native')")
 
@@ -510,9 +521,17 @@ class L2Boot:
 
 
 def boot_l2_in_l1(
-    engines: Sequence[str], runs: int, *, timeout: float = 600.0, memory_mib: int = 256
+    engines: Sequence[str],
+    runs: int,
+    *,
+    timeout: float = 600.0,
+    memory_mib: int = 256,
+    pythonpath: Path | None = None,
 ) -> tuple[list[L2Boot], L1Result]:
-    """Boot L2 `runs` times on each engine (interleaved) inside one L1; times from the host clock."""
+    """Boot L2 `runs` times on each engine (interleaved) inside one L1; times from the host clock.
+
+    pythonpath: the virtkit src/ the native engine runs from in L1 (default: the one imported here).
+    """
     art = l2_artefacts()
     script = ["set -u"]
     for i in range(runs):
@@ -526,7 +545,7 @@ def boot_l2_in_l1(
     res = run_in_l1(
         ["/bin/sh", "-c", "\n".join(script)],
         timeout=timeout,
-        env={"PYTHONPATH": str(checkout_src())},
+        env={"PYTHONPATH": str(pythonpath or checkout_src())},
     )
     boots: list[L2Boot] = []
     pat = re.compile(r"virtkit-bench: (start|end) (\S+) (\d+)(?: rc=(-?\d+))?")
@@ -550,10 +569,15 @@ def boot_l2_in_l1(
 
 
 def measure_l2_boots(
-    engines: Sequence[str], runs: int, *, timeout: float = 600.0, memory_mib: int = 256
+    engines: Sequence[str],
+    runs: int,
+    *,
+    timeout: float = 600.0,
+    memory_mib: int = 256,
+    pythonpath: Path | None = None,
 ) -> dict[str, list[float]]:
     """Seconds from starting each engine's command to L2_MARKER, per engine, measured on one shared L1."""
-    boots, res = boot_l2_in_l1(engines, runs, timeout=timeout, memory_mib=memory_mib)
+    boots, res = boot_l2_in_l1(engines, runs, timeout=timeout, memory_mib=memory_mib, pythonpath=pythonpath)
     times: dict[str, list[float]] = {e: [] for e in engines}
     for b in boots:
         if b.seconds is None:
