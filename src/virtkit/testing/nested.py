@@ -300,8 +300,8 @@ def l1_artefacts() -> BootArtefacts:
         (out / "release").write_text(kernels[0].removeprefix("boot/vmlinuz-"))
 
     d = _build("l1", key, make)
-    kernel = d / "vmlinux" if (d / "vmlinux").exists() else d / "vmlinuz"
-    return BootArtefacts(kernel, d / "initrd.cpio", (d / "release").read_text())
+    vmlinux = d / "vmlinux" if (d / "vmlinux").exists() else None
+    return BootArtefacts(vmlinux or d / "vmlinuz", d / "initrd.cpio", (d / "release").read_text(), vmlinux)
 
 
 def l2_artefacts() -> BootArtefacts:
@@ -489,18 +489,28 @@ def run_in_l1(
 # ------------------------------------------------------------------------------------------------ L2 boots
 
 
-def l2_command(engine: str, art: BootArtefacts, *, memory_mib: int = 256, cmdline: str = L2_CMDLINE) -> list[str]:
-    """The command line (run inside L1) that boots the L2 guest on `engine` ('qemu' or 'native')."""
+def l2_command(
+    engine: str, art: BootArtefacts, *, memory_mib: int = 256, cmdline: str = L2_CMDLINE, pvh: bool = False
+) -> list[str]:
+    """The command line (run inside L1) that boots the L2 guest on `engine` ('qemu' or 'native').
+
+    pvh: boot the unwrapped ELF vmlinux through its PVH entry instead of the bzImage (both engines can).
+    """
+    kernel = art.kernel
+    if pvh:
+        if art.vmlinux is None:
+            raise ImageError(f"kernel {art.release} has no PVH-bootable vmlinux", hint="boot the bzImage")
+        kernel = art.vmlinux
     if engine == "qemu":
         return [
             _qemu(), "-enable-kvm", "-cpu", "host", "-M", "pc", "-m", str(memory_mib),
             "-nodefaults", "-display", "none", "-no-reboot", "-serial", "stdio",
-            "-kernel", str(art.kernel), "-initrd", str(art.initrd), "-append", cmdline,
+            "-kernel", str(kernel), "-initrd", str(art.initrd), "-append", cmdline,
         ]  # fmt: skip
     if engine == "native":
         return [
             sys.executable, "-m", "virtkit.engines.native_main",
-            "--kernel", str(art.kernel), "--initrd", str(art.initrd), "--cmdline", cmdline,
+            "--kernel", str(kernel), "--initrd", str(art.initrd), "--cmdline", cmdline,
             "--memory-mib", str(memory_mib), "--on-reset", "exit",
         ]  # fmt: skip
     raise ValueError(f"unknown engine {engine!r} (use 'qemu' or 'native')")
@@ -527,6 +537,7 @@ def boot_l2_in_l1(
     timeout: float = 600.0,
     memory_mib: int = 256,
     pythonpath: Path | None = None,
+    pvh: bool = False,
 ) -> tuple[list[L2Boot], L1Result]:
     """Boot L2 `runs` times on each engine (interleaved) inside one L1; times from the host clock.
 
@@ -536,7 +547,7 @@ def boot_l2_in_l1(
     script = ["set -u"]
     for i in range(runs):
         for engine in engines:
-            cmd = shlex.join(l2_command(engine, art, memory_mib=memory_mib))
+            cmd = shlex.join(l2_command(engine, art, memory_mib=memory_mib, pvh=pvh))
             script += [
                 f"echo 'virtkit-bench: start {engine} {i}'",
                 f"{cmd} 2>&1",
@@ -575,9 +586,10 @@ def measure_l2_boots(
     timeout: float = 600.0,
     memory_mib: int = 256,
     pythonpath: Path | None = None,
+    pvh: bool = False,
 ) -> dict[str, list[float]]:
     """Seconds from starting each engine's command to L2_MARKER, per engine, measured on one shared L1."""
-    boots, res = boot_l2_in_l1(engines, runs, timeout=timeout, memory_mib=memory_mib, pythonpath=pythonpath)
+    boots, res = boot_l2_in_l1(engines, runs, timeout=timeout, memory_mib=memory_mib, pythonpath=pythonpath, pvh=pvh)
     times: dict[str, list[float]] = {e: [] for e in engines}
     for b in boots:
         if b.seconds is None:
@@ -592,6 +604,6 @@ def measure_l2_boots(
     return times
 
 
-def measure_l2_boot(engine: str, runs: int, *, timeout: float = 600.0) -> list[float]:
+def measure_l2_boot(engine: str, runs: int, *, timeout: float = 600.0, pvh: bool = False) -> list[float]:
     """Seconds (host clock) from starting `engine` in L1 to the L2 init marker, for each of `runs` boots."""
-    return measure_l2_boots([engine], runs, timeout=timeout)[engine]
+    return measure_l2_boots([engine], runs, timeout=timeout, pvh=pvh)[engine]
