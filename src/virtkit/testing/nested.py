@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 # Bump when the layout or scripts of a built artefact change in a way the cache key does not see.
-_BUILD_VERSION = "3"
+_BUILD_VERSION = "4"
 
 L1_PACKAGE = "linux-image-amd64"
 L2_PACKAGE = "linux-image-cloud-amd64"
@@ -103,6 +103,9 @@ $B mkdir -p $R
 # cache=loose: the host tree is read-only for L1's lifetime, so page-caching it is safe and much faster.
 $B mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 hostroot $R \
   || fail "mounting the host root over 9p failed"
+# Handles on the host's /tmp and /run before tmpfs hides them: paths listed in "binds" are put back below.
+$B mkdir -p /host/tmp /host/run && $B mount --bind $R/tmp /host/tmp && $B mount --bind $R/run /host/run \
+  || fail "binding the host's /tmp and /run failed"
 $B mount -t proc proc $R/proc && $B mount -t sysfs sys $R/sys && $B mount -t devtmpfs dev $R/dev \
   && $B mount -t tmpfs -o mode=1777 tmp $R/tmp && $B mount -t tmpfs run $R/run \
   && $B mkdir -p $R/dev/shm && $B mount -t tmpfs shm $R/dev/shm \
@@ -110,6 +113,9 @@ $B mount -t proc proc $R/proc && $B mount -t sysfs sys $R/sys && $B mount -t dev
 $B mkdir -p $R@SHARE@
 $B mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 hostshare $R@SHARE@ \
   || fail "mounting the writable share failed"
+while read -r p; do
+  $B mkdir -p "$R$p" && $B mount --bind "/host$p" "$R$p" || fail "binding the host's $p failed"
+done < $R@SHARE@/binds
 echo "virtkit-l1: ready $($B cut -d' ' -f1 /proc/uptime)"
 $B chroot $R /bin/sh @SHARE@/cmd.sh </dev/null 2>&1 | $B tee $R@SHARE@/output
 echo "virtkit-l1: exit $($B cat $R@SHARE@/rc 2>/dev/null || echo missing)"
@@ -394,6 +400,20 @@ def _l1_qemu_argv(art: BootArtefacts, share: Path, memory_mib: int, smp: int) ->
     ]  # fmt: skip
 
 
+def _binds(paths: Sequence[str | Path]) -> list[str]:
+    """The directories among paths (a file counts as its directory) that lie under /tmp or /run, outermost only."""
+    hidden = (Path("/tmp"), Path("/run"))
+    dirs: set[Path] = set()
+    for raw in paths:
+        p = Path(raw).resolve()
+        if not p.exists():
+            continue
+        d = p if p.is_dir() else p.parent
+        if any(d != h and d.is_relative_to(h) for h in hidden):
+            dirs.add(d)
+    return sorted(str(d) for d in dirs if not any(o != d and d.is_relative_to(o) for o in dirs))
+
+
 def _tail(lines: Sequence[ConsoleLine], n: int = 25) -> str:
     return "\n".join(c.text for c in lines[-n:])
 
@@ -412,12 +432,15 @@ def run_in_l1(
     env: Mapping[str, str] | None = None,
     cwd: str = "/",
     smp: int = 1,
+    visible: Sequence[str | Path] = (),
 ) -> L1Result:
     """Boot L1 under QEMU TCG, run argv there (host / read-only, /tmp and /run writable), return its result.
 
-    env is added to a small clean environment (PATH, HOME=/tmp, LANG, ...). Raises GuestTimeout when the
-    whole run exceeds `timeout` seconds and EngineError when L1 itself fails (not when the command does).
-    QEMU is always killed and the temp dir removed.
+    env is added to a small clean environment (PATH, HOME=/tmp, LANG, ...). L1's tmpfs on /tmp and /run
+    hides the host's; `visible` names host paths there to keep (read-only), and this interpreter, the
+    virtkit checkout and cwd are kept on their own. Raises GuestTimeout when the whole run exceeds `timeout`
+    seconds and EngineError when L1 itself fails (not when the command does). QEMU is always killed and
+    the temp dir removed.
     """
     if not argv:
         raise ValueError("run_in_l1 needs a command")
@@ -430,6 +453,8 @@ def run_in_l1(
         share = tmp / "share"
         share.mkdir()
         (share / "cmd.sh").write_text(_cmd_script(argv, {**_DEFAULT_ENV, **(env or {})}, cwd))
+        binds = _binds([sys.prefix, sys.executable, checkout_src(), cwd, *visible])
+        (share / "binds").write_text("".join(f"{b}\n" for b in binds))
         stderr_path = tmp / "qemu.stderr"
         with stderr_path.open("wb") as stderr:
             t0 = time.monotonic()
@@ -553,10 +578,12 @@ def boot_l2_in_l1(
                 f"{cmd} 2>&1",
                 f'echo "virtkit-bench: end {engine} {i} rc=$?"',
             ]
+    src = pythonpath or checkout_src()
     res = run_in_l1(
         ["/bin/sh", "-c", "\n".join(script)],
         timeout=timeout,
-        env={"PYTHONPATH": str(pythonpath or checkout_src())},
+        env={"PYTHONPATH": str(src)},
+        visible=[src, art.initrd],
     )
     boots: list[L2Boot] = []
     pat = re.compile(r"virtkit-bench: (start|end) (\S+) (\d+)(?: rc=(-?\d+))?")

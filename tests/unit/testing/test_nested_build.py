@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -79,3 +80,15 @@ def test_l2_command_knows_both_engines_and_refuses_others(tmp_path: Path) -> Non
     assert native[native.index("--memory-mib") + 1] == "128"
     with pytest.raises(ValueError, match="unknown engine 'xen'"):
         nested.l2_command("xen", art)
+
+
+def test_binds_keep_only_outermost_existing_dirs_under_tmp_and_run(tmp_path: Path) -> None:
+    work = Path("/tmp") / f"vk-binds-{tmp_path.name}"
+    (work / "a" / "b").mkdir(parents=True)
+    (work / "a" / "f.txt").write_text("x")
+    try:
+        got = nested._binds([work / "a" / "b", work / "a" / "f.txt", work / "a", "/usr/bin", "/tmp", "/nonexistent"])
+        assert got == [str((work / "a").resolve())]
+        assert nested._binds(["/usr", "/work"]) == []
+    finally:
+        shutil.rmtree(work)
