@@ -21,7 +21,6 @@ Entry points: :func:`run_in_l1`, :func:`l1_artefacts`, :func:`l2_artefacts` / :f
 
 from __future__ import annotations
 
-import compileall
 import functools
 import hashlib
 import json
@@ -401,18 +400,6 @@ def _l1_qemu_argv(art: BootArtefacts, share: Path, memory_mib: int, smp: int) ->
     ]  # fmt: skip
 
 
-def _stage_pythonpath(dirs: Sequence[str | Path], dest: Path) -> list[str]:
-    """Copy each source dir under dest/<i> and byte-compile it; returns the paths L1 sees them at."""
-    seen = []
-    for i, d in enumerate(dirs):
-        target = dest / str(i)
-        shutil.copytree(d, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        if not compileall.compile_dir(str(target), quiet=1, workers=1):
-            raise EngineError(f"byte-compiling {d} for L1 failed", hint="fix the syntax error Python reports")
-        seen.append(f"{L1_SHARE}/{dest.name}/{i}")
-    return seen
-
-
 def _binds(paths: Sequence[str | Path]) -> list[str]:
     """The directories among paths (a file counts as its directory) that lie under /tmp or /run, outermost only."""
     hidden = (Path("/tmp"), Path("/run"))
@@ -446,7 +433,6 @@ def run_in_l1(
     cwd: str = "/",
     smp: int = 1,
     visible: Sequence[str | Path] = (),
-    pythonpath: Sequence[str | Path] = (),
 ) -> L1Result:
     """Boot L1 under QEMU TCG, run argv there (host / read-only, /tmp and /run writable), return its result.
 
@@ -455,9 +441,6 @@ def run_in_l1(
     virtkit checkout and cwd are kept on their own. Raises GuestTimeout when the whole run exceeds `timeout`
     seconds and EngineError when L1 itself fails (not when the command does). QEMU is always killed and
     the temp dir removed.
-
-    pythonpath: source directories put first on L1's PYTHONPATH as copies with compiled bytecode (a checkout
-    under PYTHONDONTWRITEBYTECODE has none, and compiling under TCG costs seconds on every run).
     """
     if not argv:
         raise ValueError("run_in_l1 needs a command")
@@ -469,11 +452,7 @@ def run_in_l1(
     try:
         share = tmp / "share"
         share.mkdir()
-        full_env = {**_DEFAULT_ENV, **(env or {})}
-        staged = _stage_pythonpath(pythonpath, share / "py")
-        if staged:
-            full_env["PYTHONPATH"] = ":".join([*staged, *filter(None, [full_env.get("PYTHONPATH")])])
-        (share / "cmd.sh").write_text(_cmd_script(argv, full_env, cwd))
+        (share / "cmd.sh").write_text(_cmd_script(argv, {**_DEFAULT_ENV, **(env or {})}, cwd))
         binds = _binds([sys.prefix, sys.executable, checkout_src(), cwd, *visible])
         (share / "binds").write_text("".join(f"{b}\n" for b in binds))
         stderr_path = tmp / "qemu.stderr"
@@ -599,11 +578,12 @@ def boot_l2_in_l1(
                 f"{cmd} 2>&1",
                 f'echo "virtkit-bench: end {engine} {i} rc=$?"',
             ]
+    src = pythonpath or checkout_src()
     res = run_in_l1(
         ["/bin/sh", "-c", "\n".join(script)],
         timeout=timeout,
-        pythonpath=[pythonpath or checkout_src()],
-        visible=[art.initrd],
+        env={"PYTHONPATH": str(src)},
+        visible=[src, art.initrd],
     )
     boots: list[L2Boot] = []
     pat = re.compile(r"virtkit-bench: (start|end) (\S+) (\d+)(?: rc=(-?\d+))?")
