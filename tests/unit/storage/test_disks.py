@@ -36,7 +36,7 @@ def test_truncated_qcow2_l1_table(tmp_path: Path) -> None:
     disk = tmp_path / "cut.qcow2"
     create_disk(disk, "16M", "qcow2")
     disk.write_bytes(disk.read_bytes()[:300])
-    with pytest.raises(ConfigError, match="cut.qcow2"):
+    with pytest.raises(ConfigError, match=r"cut\.qcow2"):
         inspect_disk(disk, "qcow2")
 
 
