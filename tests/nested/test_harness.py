@@ -18,13 +18,18 @@ pytestmark = pytest.mark.nested
 
 KVM_PROBE = textwrap.dedent(
     f"""
-    import fcntl, json, os
+    import fcntl, json, os, shutil, subprocess
     fd = os.open("/dev/kvm", os.O_RDWR)
     api = fcntl.ioctl(fd, 0xAE00, 0)            # KVM_GET_API_VERSION
     vm = fcntl.ioctl(fd, 0xAE01, 0)             # KVM_CREATE_VM: a real VM fd, not just an open device
     flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
     mods = sorted(l.split()[0] for l in open("/proc/modules"))
-    report = {{"api": api, "vm_fd": vm, "svm": "svm" in flags, "npt": "npt" in flags, "modules": mods}}
+    # The host's QEMU, seen through 9p, must find all its shared libraries in the chroot.
+    qemu = shutil.which("qemu-system-x86_64")
+    ldd = subprocess.run(["ldd", qemu], capture_output=True, text=True).stdout
+    missing = [l.strip() for l in ldd.splitlines() if "not found" in l]
+    report = {{"api": api, "vm_fd": vm, "svm": "svm" in flags, "npt": "npt" in flags, "modules": mods,
+              "qemu_libs": ldd.count("=>"), "qemu_missing_libs": missing}}
     json.dump(report, open("{nested.L1_OUT}/kvm.json", "w"))
     print("kvm-probe", json.dumps(report))
     """
@@ -41,6 +46,7 @@ def test_l1_has_a_working_kvm_with_svm(l1_ready: nested.BootArtefacts) -> None:
     assert report["vm_fd"] >= 0
     assert report["svm"] and report["npt"]
     assert {"kvm", "kvm_amd", "9p", "9pnet_virtio"} <= set(report["modules"])
+    assert report["qemu_libs"] > 10 and report["qemu_missing_libs"] == []
     assert "kvm-probe" in res.output
     # The same line came over the serial console, time-stamped by the host, after L1 said it was ready.
     probe_line = next(c for c in res.console if c.text.startswith("kvm-probe"))

@@ -21,6 +21,7 @@ Entry points: :func:`run_in_l1`, :func:`l1_artefacts`, :func:`l2_artefacts` / :f
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import json
@@ -29,6 +30,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -414,6 +416,11 @@ def _binds(paths: Sequence[str | Path]) -> list[str]:
     return sorted(str(d) for d in dirs if not any(o != d and d.is_relative_to(o) for o in dirs))
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the harness dies, so no L1 outlives a killed test run."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def _tail(lines: Sequence[ConsoleLine], n: int = 25) -> str:
     return "\n".join(c.text for c in lines[-n:])
 
@@ -460,7 +467,7 @@ def run_in_l1(
             t0 = time.monotonic()
             proc = subprocess.Popen(
                 _l1_qemu_argv(art, share, memory_mib, smp),
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, preexec_fn=_die_with_parent,
             )  # fmt: skip
 
         def read(stream: object) -> None:
