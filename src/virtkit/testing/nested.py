@@ -48,6 +48,7 @@ from virtkit.errors import EngineError, GuestTimeout, HostError, ImageError
 from virtkit.testing import bzimage, cpio, debs
 
 __all__ = [
+    "L1_OUT",
     "L1_SHARE",
     "L2_CMDLINE",
     "L2_MARKER",
@@ -55,9 +56,13 @@ __all__ = [
     "ConsoleLine",
     "L1Result",
     "L1Timings",
+    "L2Boot",
+    "boot_l2_in_l1",
+    "checkout_src",
     "l1_artefacts",
     "l2_artefacts",
     "l2_boot_files",
+    "l2_boots",
     "l2_command",
     "measure_l2_boot",
     "measure_l2_boots",
@@ -592,25 +597,33 @@ def boot_l2_in_l1(
         env={"PYTHONPATH": str(src)},
         visible=[src, art.initrd],
     )
+    return l2_boots(res.console), res
+
+
+_BENCH_LINE = re.compile(r"virtkit-bench: (start|end) (\S+) (\d+)(?: rc=(-?\d+))?")
+
+
+def l2_boots(console: Sequence[ConsoleLine]) -> list[L2Boot]:
+    """Cut L1's console into the boots between `virtkit-bench: start/end` lines and time each to L2_MARKER."""
     boots: list[L2Boot] = []
-    pat = re.compile(r"virtkit-bench: (start|end) (\S+) (\d+)(?: rc=(-?\d+))?")
     current: tuple[str, int, float, int] | None = None  # engine, run, start time, first console index
-    for idx, line in enumerate(res.console):
-        m = pat.fullmatch(line.text.strip())
+    for idx, line in enumerate(console):
+        m = _BENCH_LINE.fullmatch(line.text.strip())
         if not m:
             continue
         if m.group(1) == "start":
             current = (m.group(2), int(m.group(3)), line.t, idx + 1)
             continue
-        if current is None:
+        if current is None or current[:2] != (m.group(2), int(m.group(3))):
             continue
         engine, run, t_start, first = current
-        own = res.console[first:idx]
-        marker = next((c.t for c in own if L2_MARKER in c.text), None)
-        boots.append(L2Boot(engine, run, None if marker is None else marker - t_start, int(m.group(4)),
+        own = console[first:idx]
+        marker = next((c.t for c in own if c.text.strip() == L2_MARKER), None)
+        rc = int(m.group(4)) if m.group(4) is not None else None
+        boots.append(L2Boot(engine, run, None if marker is None else marker - t_start, rc,
                             "\n".join(c.text for c in own)))  # fmt: skip
         current = None
-    return boots, res
+    return boots
 
 
 def measure_l2_boots(

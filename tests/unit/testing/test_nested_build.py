@@ -92,3 +92,35 @@ def test_binds_keep_only_outermost_existing_dirs_under_tmp_and_run(tmp_path: Pat
         assert nested._binds(["/usr", "/work"]) == []
     finally:
         shutil.rmtree(work)
+
+
+def lines(*pairs: tuple[float, str]) -> list[nested.ConsoleLine]:
+    return [nested.ConsoleLine(t, text) for t, text in pairs]
+
+
+def test_l2_boots_are_timed_from_their_start_line_to_the_marker() -> None:
+    console = lines(
+        (10.0, "virtkit-l1: ready 6.1"),
+        (10.5, "virtkit-bench: start qemu 0"),
+        (18.0, "[    0.1] some kernel error"),
+        (20.5, "virtkit-l2: init reached\r"),
+        (20.6, "6.1.0-57-cloud-amd64"),
+        (20.9, "virtkit-bench: end qemu 0 rc=0"),
+        (21.0, "virtkit-bench: start native 0"),
+        (50.0, "echo virtkit-l2: init reached"),  # not the marker line itself
+        (60.0, "virtkit-bench: end native 0 rc=1"),
+    )
+    qemu, native = nested.l2_boots(console)
+    assert (qemu.engine, qemu.run, qemu.returncode) == ("qemu", 0, 0)
+    assert qemu.seconds == pytest.approx(10.0)
+    assert "6.1.0-57-cloud-amd64" in qemu.output and "bench" not in qemu.output
+    assert (native.engine, native.seconds, native.returncode) == ("native", None, 1)
+
+
+def test_l2_boots_ignore_an_end_without_its_start() -> None:
+    console = lines((1.0, "virtkit-bench: start qemu 0"), (2.0, "virtkit-bench: end qemu 1 rc=0"))
+    assert nested.l2_boots(console) == []
+
+
+def test_public_names_exist() -> None:
+    assert all(hasattr(nested, name) for name in nested.__all__)
