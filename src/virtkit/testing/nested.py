@@ -16,7 +16,7 @@ Artefacts (L1 kernel + initramfs, L2 kernel + initramfs) are built once and cach
 ``<state_dir>/cache/nested/``; the .debs are kept under ``<state_dir>/cache/debs/``.
 
 Entry points: :func:`run_in_l1`, :func:`l1_artefacts`, :func:`l2_artefacts` / :func:`l2_boot_files`,
-:func:`l2_command`, :func:`measure_l2_boots` and :func:`measure_l2_boot`.
+:func:`l2_command`, :func:`boot_l2_in_l1` (+ :func:`l2_boots`), :func:`measure_l2_boots`, :func:`measure_l2_boot`.
 """
 
 from __future__ import annotations
