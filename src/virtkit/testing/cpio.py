@@ -1,41 +1,19 @@
-"""A tiny writer for the "newc" cpio format the kernel unpacks as an initramfs.
+"""An uncompressed "newc" cpio archive in memory, for the nested harness's initramfs.
 
-Written here rather than shelling out to cpio(1) so an archive is a pure function of its entries: sorted,
-fixed mtimes and inode numbers, hence byte-identical builds and stable cache keys.
+virtkit.images.cpio writes gzip'd archives for guests; L1 runs under TCG, where the kernel's gunzip of a
+6 MB initramfs is emulated too, so the harness keeps its archives uncompressed. Same Entry type; entries
+are written in the order given, with fixed inode numbers and no mtimes, so builds are byte-identical.
 """
 
 from __future__ import annotations
 
 import stat
-from dataclasses import dataclass
+
+from virtkit.images.cpio import Entry
 
 _TRAILER = "TRAILER!!!"
 
-
-@dataclass(frozen=True)
-class Entry:
-    """One archive member: a regular file (data), a directory, a symlink (target) or a device node."""
-
-    path: str
-    mode: int
-    data: bytes = b""
-    rdev: tuple[int, int] = (0, 0)
-
-    @staticmethod
-    def file(path: str, data: bytes, perm: int = 0o644) -> Entry:
-        return Entry(path, stat.S_IFREG | perm, data)
-
-    @staticmethod
-    def directory(path: str, perm: int = 0o755) -> Entry:
-        return Entry(path, stat.S_IFDIR | perm)
-
-    @staticmethod
-    def symlink(path: str, target: str) -> Entry:
-        return Entry(path, stat.S_IFLNK | 0o777, target.encode())
-
-    @staticmethod
-    def chardev(path: str, major: int, minor: int, perm: int = 0o600) -> Entry:
-        return Entry(path, stat.S_IFCHR | perm, b"", (major, minor))
+__all__ = ["Entry", "archive"]
 
 
 def _pad4(n: int) -> bytes:

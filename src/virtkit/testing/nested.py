@@ -45,6 +45,8 @@ from elftools.elf.elffile import ELFFile
 import virtkit
 from virtkit.config.defaults import state_dir
 from virtkit.errors import EngineError, GuestTimeout, HostError, ImageError
+from virtkit.images import kmod
+from virtkit.images.cpio import Entry
 from virtkit.testing import bzimage, cpio, debs
 
 __all__ = [
@@ -70,11 +72,11 @@ __all__ = [
 ]
 
 # Bump when the layout or scripts of a built artefact change in a way the cache key does not see.
-_BUILD_VERSION = "4"
+_BUILD_VERSION = "5"
 
 L1_PACKAGE = "linux-image-amd64"
 L2_PACKAGE = "linux-image-cloud-amd64"
-# Load order matters (insmod resolves nothing itself); _module_order() checks it against each .ko's depends=.
+# What L1's initramfs carries; _module_order() sorts them by each .ko's depends= and refuses a missing one.
 L1_MODULES = (
     "virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci",
     "netfs", "fscache", "9pnet", "9pnet_virtio", "9p",
@@ -183,28 +185,19 @@ def _decompress_module(path: str, data: bytes) -> bytes:
     raise ImageError(f"unknown module compression: {path}")
 
 
-def _module_name(path: str) -> str:
-    return re.sub(r"\.ko(\.xz|\.zst|\.gz)?$", "", path.rsplit("/", 1)[-1])
-
-
-def _depends(ko: bytes) -> list[str]:
+def _depends(ko: bytes) -> tuple[str, ...]:
+    """depends= of a module's .modinfo, as kernel names (- and _ alike)."""
     m = re.search(rb"(?:^|\0)depends=([^\0]*)\0", ko)
-    return [d.decode() for d in m.group(1).split(b",") if d] if m else []
+    return tuple(kmod.module_name(d.decode()) for d in m.group(1).split(b",") if d) if m else ()
 
 
-def _module_order(modules: Mapping[str, bytes], order: Sequence[str]) -> list[str]:
-    """Check that `order` loads every module after its dependencies (names compare with - and _ alike)."""
-    norm = {name.replace("-", "_") for name in modules}
-    seen: set[str] = set()
-    for name in order:
-        for dep in _depends(modules[name]):
-            dep = dep.replace("-", "_")
-            if dep not in norm:
-                raise ImageError(f"module {name} needs {dep}, which is not in the L1 module list")
-            if dep not in seen:
-                raise ImageError(f"module {name} is loaded before its dependency {dep}")
-        seen.add(name.replace("-", "_"))
-    return list(order)
+def _module_order(modules: Mapping[str, bytes]) -> list[str]:
+    """Load order for exactly these modules (insmod resolves nothing): each after its dependencies."""
+    graph = {name: kmod.Module(name, f"{name}.ko", _depends(ko)) for name, ko in modules.items()}
+    try:
+        return [m.name for m in kmod.load_order(graph, sorted(modules))]
+    except ImageError as e:
+        raise ImageError(f"L1 modules: {e.message}", hint="add the module to L1_MODULES") from None
 
 
 def _build(kind: str, key: Mapping[str, object], make: Callable[[Path], None]) -> Path:
@@ -233,18 +226,18 @@ def _build(kind: str, key: Mapping[str, object], make: Callable[[Path], None]) -
     return final
 
 
-def _base_entries(init: str, busybox: bytes) -> list[cpio.Entry]:
+def _base_entries(init: str, busybox: bytes) -> list[Entry]:
     return [
-        cpio.Entry.directory("bin"),
-        cpio.Entry.file("bin/busybox", busybox, 0o755),
-        cpio.Entry.symlink("bin/sh", "busybox"),
-        cpio.Entry.directory("dev"),
+        Entry.directory("bin"),
+        Entry.file("bin/busybox", busybox, 0o755),
+        Entry.symlink("bin/sh", "busybox"),
+        Entry.directory("dev"),
         # The kernel opens /dev/console for init's stdio before init can mount devtmpfs.
-        cpio.Entry.chardev("dev/console", 5, 1),
-        cpio.Entry.directory("proc"),
-        cpio.Entry.directory("sys"),
-        cpio.Entry.directory("tmp", 0o1777),
-        cpio.Entry.file("init", init.encode(), 0o755),
+        Entry.chardev("dev/console", 5, 1),
+        Entry.directory("proc"),
+        Entry.directory("sys"),
+        Entry.directory("tmp", 0o1777),
+        Entry.file("init", init.encode(), 0o755),
     ]
 
 
@@ -276,34 +269,34 @@ def _kernel_deb(package: str) -> tuple[str, str, Path]:
 
 
 def l1_artefacts() -> BootArtefacts:
-    """The L1 kernel (Debian generic) and its initramfs (busybox, modules, the 9p-chroot /init); cached."""
+    """L1: Debian's generic kernel (its vmlinux when PVH-bootable) and the 9p-chroot initramfs; cached."""
     name, version, deb = _kernel_deb(L1_PACKAGE)
     busybox = _busybox().read_bytes()
-    init = _L1_INIT.replace("@MODULES@", " ".join(L1_MODULES)).replace("@SHARE@", L1_SHARE)
+    wanted = sorted({kmod.module_name(m) for m in L1_MODULES})
     key = {"v": _BUILD_VERSION, "pkg": name, "version": version, "busybox": _sha256(busybox),
-           "init": _sha256(init.encode()), "modules": list(L1_MODULES)}  # fmt: skip
+           "init": _sha256(_L1_INIT.encode()), "share": L1_SHARE, "modules": wanted}  # fmt: skip
 
     def make(out: Path) -> None:
-        wanted = set(L1_MODULES)
         files = debs.extract(
             deb,
             lambda p: (
                 p.startswith("boot/vmlinuz-")
-                or (p.startswith("lib/modules/") and _module_name(p) in wanted and ".ko" in p)
+                or (p.startswith("lib/modules/") and ".ko" in p and kmod.module_name(p) in wanted)
             ),
         )
         kernels = [p for p in files if p.startswith("boot/vmlinuz-")]
         if len(kernels) != 1:
             raise ImageError(f"{deb.name} holds {len(kernels)} kernels, expected one")
         mods = {p: d for p, d in files.items() if p.startswith("lib/")}
-        modules = {_module_name(p): _decompress_module(p, d) for p, d in mods.items()}
-        missing = wanted - modules.keys()
+        modules = {kmod.module_name(p): _decompress_module(p, d) for p, d in mods.items()}
+        missing = set(wanted) - modules.keys()
         if missing:
             raise ImageError(f"{deb.name} lacks modules {sorted(missing)}", hint=f"use {L1_PACKAGE}")
-        _module_order(modules, L1_MODULES)
+        order = _module_order(modules)
+        init = _L1_INIT.replace("@MODULES@", " ".join(order)).replace("@SHARE@", L1_SHARE)
         entries = _base_entries(init, busybox)
-        entries += [cpio.Entry.directory("lib"), cpio.Entry.directory("lib/modules")]
-        entries += [cpio.Entry.file(f"lib/modules/{m}.ko", modules[m]) for m in L1_MODULES]
+        entries += [Entry.directory("lib"), Entry.directory("lib/modules")]
+        entries += [Entry.file(f"lib/modules/{m}.ko", modules[m]) for m in order]
         bz = files[kernels[0]]
         (out / "vmlinuz").write_bytes(bz)
         elf = bzimage.vmlinux(bz)
