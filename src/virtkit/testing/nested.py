@@ -13,7 +13,7 @@ Every console line is time-stamped with the host clock as it arrives (L2's clock
 this nesting).
 
 Artefacts (L1 kernel + initramfs, L2 kernel + initramfs) are built once and cached content-addressed under
-``<state_dir>/cache/nested/``; the .debs are kept under ``<state_dir>/cache/debs/``.
+``<state_dir>/cache/nested/``; the verified .debs are shared with the image builder (``<image_dir>/debs``).
 
 Entry points: :func:`run_in_l1`, :func:`l1_artefacts`, :func:`l2_artefacts` / :func:`l2_boot_files`,
 :func:`l2_command`, :func:`boot_l2_in_l1` (+ :func:`l2_boots`), :func:`measure_l2_boots`, :func:`measure_l2_boot`.
@@ -43,9 +43,9 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 
 import virtkit
-from virtkit.config.defaults import state_dir
+from virtkit.config.defaults import image_dir, state_dir
 from virtkit.errors import EngineError, GuestTimeout, HostError, ImageError
-from virtkit.images import kmod
+from virtkit.images import apt, kmod
 from virtkit.images.cpio import Entry
 from virtkit.testing import bzimage, cpio, debs
 
@@ -241,31 +241,20 @@ def _base_entries(init: str, busybox: bytes) -> list[Entry]:
     ]
 
 
+def _resolve_uncached(package: str) -> list[apt.Package]:
+    # A metapackage (linux-image-amd64) points at the versioned one (linux-image-6.1.0-57-amd64).
+    images = [d for d in apt.depends(package) if d.startswith("linux-image-")]
+    return apt.print_uris([images[0] if images else package])
+
+
 @functools.cache
-def _resolved(package: str) -> tuple[str, str]:
-    """debs.resolve, remembered on disk until apt's lists change (apt-cache takes ~2 s per call here)."""
-    lists = Path("/var/lib/apt/lists")
-    stamp = lists.stat().st_mtime_ns if lists.exists() else 0
-    memo = _cache_root() / "nested" / "resolved.json"
-    try:
-        known = json.loads(memo.read_text())
-    except (OSError, ValueError):
-        known = {}
-    hit = known.get(package)
-    if hit and hit.get("lists") == stamp:
-        return hit["name"], hit["version"]
-    name, version = debs.resolve(package)
-    known[package] = {"lists": stamp, "name": name, "version": version}
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(known, indent=1))
-    tmp.replace(memo)
-    return name, version
-
-
 def _kernel_deb(package: str) -> tuple[str, str, Path]:
-    name, version = _resolved(package)
-    return name, version, debs.download(name, version, _cache_root() / "debs")
+    """(name, version, .deb) of the kernel behind `package`; resolution memoised on apt's lists, the .deb
+    verified against their SHA256 and shared with the image builder's cache."""
+    memo = _cache_root() / "nested" / "resolved.json"
+    [pkg] = apt.memoised(memo, f"{package}|{_BUILD_VERSION}", lambda: _resolve_uncached(package))
+    [deb] = apt.download([pkg], image_dir() / "debs")
+    return pkg.name, pkg.version, deb
 
 
 def l1_artefacts() -> BootArtefacts:
