@@ -20,6 +20,7 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 EXIT_ERROR = 125  # as `virtkit` itself: a virtkit error
+EXIT_INTERRUPTED = 130
 
 
 def _fail(exc: VirtkitError) -> typer.Exit:
@@ -74,6 +75,10 @@ def build(
         img = build_image(name, kernel_package=kernel_package, force=force, progress=report)
     except VirtkitError as exc:
         raise _fail(exc) from None
+    except KeyboardInterrupt:
+        progress.stop()
+        err.print("virtkit: interrupted; the partial build was removed, the cache is unchanged", highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         progress.stop()
     if json_out:

@@ -151,3 +151,27 @@ def test_without_apt_a_cached_image_of_the_same_kernel_package_is_used(
     with pytest.raises(HostError):
         build_image(force=True)
     assert fake.calls == 1
+
+
+def test_concurrent_builds_build_once(fake: FakeBuilder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two builders at once (threads here; processes alike, flock is per open file): one builds, one reuses."""
+    import threading
+    import time
+
+    inner = FakeBuilder.__call__
+    started = threading.Event()
+
+    def slow(self: FakeBuilder, *args: object, **kw: object) -> None:
+        started.set()
+        time.sleep(0.5)
+        inner(self, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FakeBuilder, "__call__", slow)
+    results: list[object] = []
+    first = threading.Thread(target=lambda: results.append(build_image()))
+    first.start()
+    assert started.wait(5)
+    second = build_image()  # waits for the lock, then finds the finished entry
+    first.join()
+    assert fake.calls == 1
+    assert results == [second]
