@@ -118,8 +118,11 @@ def test_stale_build_dirs_are_cleaned(fake: FakeBuilder, tmp_path: Path) -> None
     stale = tmp_path / "images" / ".build-killed"
     stale.mkdir(parents=True)
     (stale / "junk").write_text("x")
+    stale_download = tmp_path / "images" / "debs" / ".dl-killed"
+    stale_download.mkdir(parents=True)
     build_image()
     assert not stale.exists()
+    assert not stale_download.exists()
 
 
 def test_unknown_image_name_lists_known_ones(fake: FakeBuilder) -> None:
