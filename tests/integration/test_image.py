@@ -243,6 +243,12 @@ def test_boot_agent_console_and_guest_shutdown(built: BuiltImage, tmp_path: Path
                 time.sleep(0.5)
             assert "10.0.2.15" in addrs
             assert agent.exec(["sh", "-c", "ip route | grep default"]).stdout.startswith(b"default via 10.0.2.2")
+            # A second lease (as on renewal) through the shipped hook leaves one address and the route.
+            again = agent.exec(["udhcpc", "-i", "eth0", "-n", "-q", "-s", "/usr/share/udhcpc/default.script"])
+            assert again.ok, again.stderr
+            show = agent.exec(["sh", "-c", "ip -4 addr show dev eth0; ip route"]).stdout.decode()
+            assert show.count("inet 10.0.2.15/24") == 1 and "default via 10.0.2.2" in show, show
+            assert b"nameserver 10.0.2.3" in agent.exec(["cat", "/etc/resolv.conf"]).stdout
             # The rng device is bound: the kernel lists virtio_rng as its hardware RNG.
             rng = agent.exec(["cat", "/sys/class/misc/hw_random/rng_available"]).stdout
             assert b"virtio_rng" in rng
