@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,30 @@ def test_concurrent_builds_build_once(fake: FakeBuilder, monkeypatch: pytest.Mon
     first.join()
     assert fake.calls == 1
     assert results == [second]
+
+
+def test_prune_keeps_the_newest_valid_entry_and_its_debs(
+    fake: FakeBuilder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "images"
+    old = build_image()
+    # A newer build from other packages (what an apt upgrade leads to).
+    newer_pkgs = [Package("linux-image-x", "2", "k2.deb", 1, "b" * 64, "u")]
+    monkeypatch.setattr(build, "resolve", lambda kernel_package, progress=None: newer_pkgs)
+    new = build_image()
+    assert new.digest != old.digest
+    for name, inputs_debs in ((old, ["k.deb"]), (new, ["k2.deb"])):
+        manifest = name.kernel.parent / store.MANIFEST
+        data = json.loads(manifest.read_text())
+        data["inputs"]["debs"] = inputs_debs
+        data["built_at"] = 1.0 if name is old else 2.0
+        manifest.write_text(json.dumps(data))
+    debs = root / "debs"
+    debs.mkdir()
+    for f in ("k.deb", "k2.deb", "unrelated.deb"):
+        (debs / f).write_bytes(b"x")
+    removed = build.prune_images()
+    assert set(removed) == {old.kernel.parent, debs / "k.deb", debs / "unrelated.deb"}
+    assert [i.digest for i in list_images()] == [new.digest]
+    assert sorted(p.name for p in debs.iterdir()) == ["k2.deb"]
+    assert build.prune_images() == []  # nothing more to do
