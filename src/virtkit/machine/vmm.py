@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from virtkit.devices.bus import Bus
@@ -51,6 +52,8 @@ class Vmm:
         self._lock = threading.Lock()
         self._outcome: Outcome | None = None
         self._closed = False
+        # presses the guest's ACPI power button; None when the machine has no ACPI
+        self.power_button: Callable[[], None] | None = None
 
     def add_vcpu_thread(self, thread: VcpuThread) -> None:
         self.threads.append(thread)
