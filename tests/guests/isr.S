@@ -11,6 +11,7 @@ isr_stub_\vec:
 
         STUB 32
         STUB 36
+        STUB 41
         STUB 64
         STUB 255
 

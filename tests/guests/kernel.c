@@ -54,6 +54,12 @@ static u64 number_after(const char *word) {   /* the N of `word=N`, or 0 */
     return 0;
 }
 
+/* ACPI, below: where PM1a lives and the S5 sleep type, once acpi_find() has read the tables */
+static u16 pm1a_evt, pm1a_cnt;
+static u32 slp_typ = 0xff;
+static int acpi_find(u64 hinted_rsdp);
+static void acpi_poweroff(void);
+
 static void report_e820(u64 table, u32 count, u32 stride) {
     puts("e820: count="); putdec(count); putc('\n');
     for (u32 i = 0; i < count; i++) {
@@ -72,8 +78,9 @@ static void report_initrd(u64 addr, u64 size) {
 /* --- interrupts: IDT, 8259 PIC, the UART's receive and transmit-empty interrupts --------------------- */
 struct gate { u16 lo; u16 sel; u8 ist; u8 type; u16 mid; u32 hi; u32 zero; } __attribute__((packed));
 static struct gate idt[256] __attribute__((aligned(16)));
-extern char isr_stub_32[], isr_stub_36[], isr_stub_255[];
-static volatile u32 thre_irqs, rx_irqs, quit;
+extern char isr_stub_32[], isr_stub_36[], isr_stub_41[], isr_stub_255[];
+static volatile u32 thre_irqs, rx_irqs, quit, power_pressed;
+static u16 sci_port;  /* PM1a_EVT when the echo loop listens for the ACPI power button */
 extern char isr_stub_64[];
 static volatile u32 msi_irqs;
 static void lapic_eoi(void);
@@ -88,6 +95,7 @@ static void irq_setup(void) {
     for (int v = 0; v < 256; v++) set_gate(v, isr_stub_255, cs);
     set_gate(32, isr_stub_32, cs);
     set_gate(36, isr_stub_36, cs);
+    set_gate(41, isr_stub_41, cs);
     set_gate(64, isr_stub_64, cs);
     struct { u16 limit; u64 base; } __attribute__((packed)) idtr = { sizeof(idt) - 1, (u64)idt };
     __asm__ volatile("lidt %0" : : "m"(idtr));
@@ -95,7 +103,7 @@ static void irq_setup(void) {
     outb(0x21, 0x20); outb(0xa1, 0x28);          /* vectors 0x20 and 0x28 */
     outb(0x21, 0x04); outb(0xa1, 0x02);
     outb(0x21, 0x01); outb(0xa1, 0x01);
-    outb(0x21, 0xef); outb(0xa1, 0xff);          /* only IRQ 4 (COM1) */
+    outb(0x21, 0xeb); outb(0xa1, 0xfd);          /* IRQ 4 (COM1), IRQ 2 (cascade) and IRQ 9 (ACPI SCI) */
 }
 
 static void echo(u8 c) {
@@ -123,19 +131,33 @@ void isr(u32 vector) {
     }
     if (vector == 32) { outb(0x20, 0x20); return; }
     if (vector == 64) { msi_irqs++; lapic_eoi(); return; }
+    if (vector == 41) {
+        u16 sts; __asm__ volatile("inw %1, %0" : "=a"(sts) : "Nd"(sci_port));
+        if (sci_port && (sts & 0x100)) {
+            __asm__ volatile("outw %0, %1" : : "a"((u16)0x100), "Nd"(sci_port));   /* write 1 to clear */
+            power_pressed = 1;
+        }
+        outb(0xa0, 0x20); outb(0x20, 0x20);
+        return;
+    }
     puts("unexpected interrupt or exception\n");
     for (;;) __asm__ volatile("cli; hlt");
 }
 
-static void echo_loop(void) {
+static void echo_loop(u64 rsdp) {
     irq_setup();
+    if (has("powerbutton") && acpi_find(rsdp)) {
+        sci_port = pm1a_evt;
+        __asm__ volatile("outw %0, %1" : : "a"((u16)0x100), "Nd"((u16)(pm1a_evt + 2)));  /* PWRBTN_EN */
+    }
     outb(COM1 + 1, 0x03);                        /* IER: receive + transmit-empty */
     __asm__ volatile("sti");
     while (!thre_irqs) __asm__ volatile("hlt");
     puts("thre: irq ok\n");
     puts("echo: ready\n");
-    while (!quit) __asm__ volatile("hlt");
+    while (!quit && !power_pressed) __asm__ volatile("hlt");
     __asm__ volatile("cli");
+    if (power_pressed) { puts("acpi: power button\n"); acpi_poweroff(); }
     puts("echo: irqs="); putdec(rx_irqs); putc('\n');
 }
 
@@ -164,29 +186,33 @@ static void garbage(void) {
 static int sum_ok(u64 a, u32 len) { u8 sum = 0; for (u32 i = 0; i < len; i++) sum += *(volatile u8 *)(a + i); return sum == 0; }
 static int sig_is(u64 a, const char *sig) { for (int i = 0; i < 4; i++) if (*(volatile u8 *)(a + i) != (u8)sig[i]) return 0; return 1; }
 
-static void acpi_poweroff(u64 hinted_rsdp) {
+static int acpi_find(u64 hinted_rsdp) {
     u64 rsdp = hinted_rsdp;
     for (u64 a = 0xe0000; !rsdp && a < 0x100000; a += 16)
         if (rd64(a) == 0x2052545020445352UL) rsdp = a;            /* "RSD PTR " */
-    if (!rsdp) { puts("acpi: no rsdp\n"); return; }
+    if (!rsdp) { puts("acpi: no rsdp\n"); return 0; }
     int ok = sum_ok(rsdp, 20) && sum_ok(rsdp, rd32(rsdp + 20));
     u64 xsdt = rd64(rsdp + 24), fadt = 0;
     ok = ok && sig_is(xsdt, "XSDT") && sum_ok(xsdt, rd32(xsdt + 4));
     for (u32 i = 0; i < (rd32(xsdt + 4) - 36) / 8; i++)
         if (sig_is(rd64(xsdt + 36 + 8 * i), "FACP")) fadt = rd64(xsdt + 36 + 8 * i);
-    if (!fadt) { puts("acpi: no fadt\n"); return; }
+    if (!fadt) { puts("acpi: no fadt\n"); return 0; }
     u64 dsdt = rd64(fadt + 140);
     ok = ok && sum_ok(fadt, rd32(fadt + 4)) && sig_is(dsdt, "DSDT") && sum_ok(dsdt, rd32(dsdt + 4));
-    u32 slp_typ = 0xff;
     u32 s5 = 0;                                                   /* Name (_S5_, Package { BytePrefix n, ... }) */
     for (u32 i = 36; !s5 && i + 4 < rd32(dsdt + 4); i++)
         if (sig_is(dsdt + i, "_S5_")) s5 = i + 4;
     for (u32 j = s5; s5 && j + 1 < rd32(dsdt + 4); j++) {
         if (*(volatile u8 *)(dsdt + j) == 0x0a) { slp_typ = *(volatile u8 *)(dsdt + j + 1); break; }
     }
-    u16 pm1a_cnt = (u16)rd32(fadt + 64);
+    pm1a_evt = (u16)rd32(fadt + 56);
+    pm1a_cnt = (u16)rd32(fadt + 64);
     puts("acpi: rsdp="); puthex(rsdp, 5); puts(" pm1a_cnt="); puthex(pm1a_cnt, 4);
     puts(" s5="); putdec(slp_typ); puts(ok ? " checksums=ok\n" : " checksums=BAD\n");
+    return 1;
+}
+
+static void acpi_poweroff(void) {
     puts("then: poweroff\n");
     __asm__ volatile("outw %0, %1" : : "a"((u16)((slp_typ << 10) | (1 << 13))), "Nd"(pm1a_cnt));
 }
@@ -239,8 +265,8 @@ void kmain(u32 proto, u64 info) {
     if (number_after("bench")) bench(number_after("bench"));
     if (has("virtio")) virtio_test(0);
     if (has("virtio-hostile")) virtio_test(1);
-    if (has("echo")) echo_loop();
-    if (has("poweroff")) acpi_poweroff(has("scan") ? 0 : rsdp);
+    if (has("echo")) echo_loop(rsdp);
+    if (has("poweroff") && acpi_find(has("scan") ? 0 : rsdp)) acpi_poweroff();
     if (has("reset")) { puts("then: reset\n"); outb(0x64, 0xfe); }
     if (has("triple")) {
         puts("then: triple fault\n");

@@ -142,3 +142,13 @@ def test_without_acpi_the_guest_finds_no_tables(boot: Callable[..., Boot], test_
     b = boot(test_kernels["bzimage"], "poweroff reset", acpi=False, on_reset="exit")
     assert b.wait().kind == "reset"
     assert "acpi: no rsdp" in b.text()
+
+
+def test_power_button_reaches_the_guest_through_the_sci(
+    boot: Callable[..., Boot], test_kernels: dict[str, Path]
+) -> None:
+    b = boot(test_kernels["bzimage"], "echo powerbutton")
+    b.wait_for("echo: ready")
+    assert b.runner.power_button()
+    assert b.wait() == Outcome("poweroff", "ACPI S5")
+    assert "acpi: power button\nthen: poweroff" in b.text()

@@ -147,14 +147,21 @@ class NativeMachine:
         self.request("reboot")
 
     def shutdown(self, timeout: float = 30.0) -> None:
-        """Part 1 has no ACPI power button to press: the VMM stops the machine itself (vCPUs halted, console
-        flushed); the process is killed if it has not ended after ``timeout``."""
+        """Press the ACPI power button and wait for the guest to power off; after ``timeout`` (or at once when
+        the machine has no ACPI) stop the VMM, and kill it if even that does not end it."""
         if self._proc.poll() is not None:
             return
+        pressed = False
+        with contextlib.suppress(EngineError):
+            pressed = bool(self.request("powerdown").get("pressed"))
+        if pressed:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout)
+                return
         with contextlib.suppress(EngineError):
             self.request("stop")
         try:
-            self._proc.wait(timeout)
+            self._proc.wait(10.0)
         except subprocess.TimeoutExpired:
             self.destroy()
 

@@ -88,8 +88,10 @@ def build(
         pio.insert(i8042.I8042(lambda: vmm.finish(Outcome("reset", "i8042 reset"))), i8042.PORT_BASE,
                    i8042.PORT_LENGTH)  # fmt: skip
         if config.acpi:
-            pm = acpi_pm.AcpiPm(acpi.S5_SLP_TYP, lambda: vmm.finish(Outcome("poweroff", "ACPI S5")))
+            sci = IrqLine(acpi.SCI_IRQ, vm.set_irq_line)
+            pm = acpi_pm.AcpiPm(acpi.S5_SLP_TYP, lambda: vmm.finish(Outcome("poweroff", "ACPI S5")), sci)
             pio.insert(pm, acpi_pm.PORT_BASE, acpi_pm.PORT_LENGTH)
+            vmm.power_button = pm.press_power_button
         create_vcpus(vmm, hypervisor, config, entry)
         return vmm
     except BaseException:

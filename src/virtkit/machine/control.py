@@ -4,6 +4,7 @@ Control requests, one JSON object per line, each answered with one line::
 
     {"op": "status"}                -> {"ok": true, "state": "running", "boots": 1, ...}
     {"op": "pause"} / {"op": "resume"} / {"op": "stop"} / {"op": "reboot"}
+    {"op": "powerdown"}             -> {"ok": true, "pressed": true}  (the ACPI power button)
     {"op": "input", "data": "text"} -> {"ok": true, "sent": 4}
 
 The console socket streams what the guest writes to every client and feeds what clients send to the UART.
@@ -88,6 +89,8 @@ class ControlServer(_UnixServer):
             runner.stop()
         elif op == "reboot":
             runner.reboot()
+        elif op == "powerdown":
+            return {"ok": True, "pressed": runner.power_button()}
         elif op == "input":
             data = request.get("data")
             if not isinstance(data, str):

@@ -113,6 +113,18 @@ class Runner:
                     self._vmm.resume()
                 self._vmm.finish(Outcome("reset", "reboot requested"))
 
+    def power_button(self) -> bool:
+        """Press the guest's ACPI power button; False when there is none (no ACPI, or between boots)."""
+        with self._lock:
+            vmm = self._vmm
+            if vmm is None or vmm.power_button is None:
+                return False
+            if self._state == "paused":
+                vmm.resume()
+                self._state = "running"
+        vmm.power_button()
+        return True
+
     def send_input(self, data: bytes) -> int:
         """Feed console input to the UART as its receive FIFO drains; returns the bytes delivered."""
         sent = 0

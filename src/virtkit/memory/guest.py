@@ -6,6 +6,7 @@ Accesses are by guest physical address and must lie inside one region; anything 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import itertools
 import mmap
@@ -23,7 +24,7 @@ class GuestMemoryError(VirtkitError):
 class Region:
     guest_address: int
     size: int
-    buffer: mmap.mmap | bytearray
+    buffer: memoryview | bytearray
     host_address: int = 0  # 0 for bytearray-backed (test) regions
 
     @property
@@ -31,6 +32,7 @@ class Region:
         return self.guest_address + self.size
 
 
+HUGE_PAGE = 2 << 20
 _U16, _U32, _U64 = struct.Struct("<H"), struct.Struct("<I"), struct.Struct("<Q")
 
 
@@ -42,29 +44,52 @@ class GuestMemory:
                 raise ValueError(f"memory regions overlap at {b.guest_address:#x}")
         self.regions = ordered
         self._anchors: list[ctypes.c_char] = []
+        self._mappings: list[mmap.mmap] = []
 
     @classmethod
     def anonymous(cls, layout: list[tuple[int, int]]) -> GuestMemory:
-        """Back each ``(guest_address, size)`` with a private anonymous mapping the host can give."""
+        """Back each ``(guest_address, size)`` with a private anonymous mapping the host can give.
+
+        Each region starts on a 2 MiB boundary and asks for transparent huge pages, so the hypervisor can map
+        guest memory with large pages (measured under nested KVM, where every small-page fault is costly).
+        """
         regions: list[Region] = []
         anchors: list[ctypes.c_char] = []
-        for guest_address, size in layout:
-            try:
-                buf = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-            except OSError as e:
-                for r in regions:
-                    if isinstance(r.buffer, mmap.mmap):
-                        r.buffer.close()
-                raise HostError(
-                    f"cannot map {size >> 20} MiB of guest memory: {e.strerror}",
-                    hint="give the machine less memory (--memory-mib)",
-                ) from e
-            anchor = ctypes.c_char.from_buffer(buf)
-            anchors.append(anchor)
-            regions.append(Region(guest_address, size, buf, ctypes.addressof(anchor)))
+        mappings: list[mmap.mmap] = []
+        try:
+            for guest_address, size in layout:
+                try:
+                    raw = mmap.mmap(-1, size + HUGE_PAGE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+                except OSError as e:
+                    raise HostError(
+                        f"cannot map {size >> 20} MiB of guest memory: {e.strerror}",
+                        hint="give the machine less memory (--memory-mib)",
+                    ) from e
+                mappings.append(raw)
+                with contextlib.suppress(OSError, AttributeError):
+                    raw.madvise(mmap.MADV_HUGEPAGE)
+                anchor = ctypes.c_char.from_buffer(raw)
+                anchors.append(anchor)
+                offset = -ctypes.addressof(anchor) % HUGE_PAGE
+                view = memoryview(raw)[offset : offset + size]
+                regions.append(Region(guest_address, size, view, ctypes.addressof(anchor) + offset))
+        except BaseException:
+            cls._release(regions, anchors, mappings)
+            raise
         memory = cls(regions)
-        memory._anchors = anchors
+        memory._anchors, memory._mappings = anchors, mappings
         return memory
+
+    @staticmethod
+    def _release(regions: list[Region], anchors: list[ctypes.c_char], mappings: list[mmap.mmap]) -> None:
+        for r in regions:
+            if isinstance(r.buffer, memoryview):
+                r.buffer.release()
+        anchors.clear()  # the buffer exports must go before the mappings can close
+        for m in mappings:
+            with contextlib.suppress(BufferError):  # a view still held somewhere: the GC unmaps it later
+                m.close()
+        mappings.clear()
 
     @classmethod
     def for_tests(cls, layout: list[tuple[int, int]]) -> GuestMemory:
@@ -120,7 +145,4 @@ class GuestMemory:
         self.write(address, _U64.pack(value))
 
     def close(self) -> None:
-        self._anchors.clear()  # release the buffer exports so the mappings can close
-        for r in self.regions:
-            if isinstance(r.buffer, mmap.mmap):
-                r.buffer.close()
+        self._release(self.regions, self._anchors, self._mappings)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from virtkit.arch.x86_64 import acpi
-from virtkit.devices.acpi_pm import SCI_EN, SLP_EN, AcpiPm
+from virtkit.devices.acpi_pm import PWRBTN_STS, SCI_EN, SLP_EN, AcpiPm
+from virtkit.devices.trigger import RecordingTrigger
 
 TABLES = dict(acpi.acpi_tables(0x600, 0x604))
 
@@ -64,6 +65,24 @@ def test_s5_through_pm1a_control_powers_off() -> None:
     pm.write(4, ((5 << 10) | SLP_EN).to_bytes(2, "little"))
     assert offs == [1]
     assert not int.from_bytes(pm.read(4, 2), "little") & SLP_EN
+
+
+def test_power_button_raises_the_sci_until_the_guest_clears_it() -> None:
+    sci = RecordingTrigger()
+    pm = AcpiPm(5, lambda: None, sci)
+    pm.press_power_button()
+    assert not sci.level  # PWRBTN_EN is still clear: status only
+    assert int.from_bytes(pm.read(0, 2), "little") & PWRBTN_STS
+    pm.write(2, PWRBTN_STS.to_bytes(2, "little"))  # the guest enables the event
+    assert sci.level
+    pm.write(0, PWRBTN_STS.to_bytes(2, "little"))  # and acknowledges it
+    assert not sci.level and sci.levels == [True, False]
+
+
+def test_the_fadt_declares_a_fixed_power_button() -> None:
+    fadt = next(d for d in TABLES.values() if d[:4] == b"FACP")
+    assert not struct.unpack_from("<I", fadt, 112)[0] & (1 << 4)  # PWR_BUTTON clear: fixed hardware button
+    assert struct.unpack_from("<H", fadt, 46)[0] == acpi.SCI_IRQ
 
 
 def test_pm1_status_is_write_one_to_clear_and_garbage_is_harmless() -> None:

@@ -68,7 +68,7 @@ def test_rep_outs_is_split_into_items_and_rep_ins_answers_every_item() -> None:
     d = ExitDispatcher(pio, mmio)
     vcpu = FakeVcpu(0)
     d.handle(vcpu, IoOut(0x3F8, 1, b"abc"))
-    d.handle(vcpu, IoIn(0x3F8, 1, count=3))
+    d.handle(vcpu, IoIn(0x3F8, 1, items=3))
     assert port.writes == [(0, b"a"), (0, b"b"), (0, b"c")]
     assert vcpu.answers == [b"\x00\x00\x00"]
 

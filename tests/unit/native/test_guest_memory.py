@@ -35,8 +35,10 @@ def test_overlapping_regions_are_refused() -> None:
 
 
 def test_anonymous_memory_has_host_addresses_and_closes() -> None:
-    mem = GuestMemory.anonymous([(0, 1 << 20)])
-    assert mem.regions[0].host_address != 0
+    mem = GuestMemory.anonymous([(0, 1 << 20), (1 << 22, 3 << 20)])
+    assert all(r.host_address % (2 << 20) == 0 for r in mem.regions)  # huge-page aligned
+    mem.write((1 << 22) + (3 << 20) - 4, b"tail")
+    assert mem.read((1 << 22) + (3 << 20) - 4, 4) == b"tail"
     mem.write(0xFF000, b"x")
     assert mem.read(0xFF000, 1) == b"x"
     mem.close()

@@ -44,6 +44,6 @@ def test_random_device_traffic_never_raises(vmm: Vmm, script: list[Exit]) -> Non
     for exit in script:
         outcome = vmm.dispatcher.handle(vcpu, exit)
         assert outcome is None  # only the VMM's finish() callbacks end a machine, never an exception
-    expected = [e.size * e.count if isinstance(e, IoIn) else e.size for e in script if isinstance(e, IoIn | MmioRead)]
+    expected = [e.size * e.items if isinstance(e, IoIn) else e.size for e in script if isinstance(e, IoIn | MmioRead)]
     assert [len(a) for a in vcpu.answers] == expected
     assert vmm.dispatcher.device_errors == 0

@@ -1,6 +1,7 @@
-"""Minimal ACPI tables so a guest can power off: RSDP, XSDT, FADT (legacy PM1 registers, no SMI: always in ACPI
-mode) and a DSDT holding only ``\\_S5_``. No MADT: interrupt routing stays what it is without ACPI (8259 PIC),
-which keeps part 1 to one vCPU; part 2 adds the MADT with SMP.
+"""Minimal ACPI tables so a guest can power off and has a power button: RSDP, XSDT, FACS, FADT (legacy PM1
+registers, no SMI so always in ACPI mode, the fixed-hardware power button, SCI on IRQ 9) and a DSDT holding
+only ``\\_S5_``. No MADT: interrupt routing stays what it is without ACPI (8259 PIC), which keeps part 1 to
+one vCPU; part 2 adds the MADT with SMP.
 
 Linux powers off by writing SLP_TYP(S5) | SLP_EN to PM1a_CNT; the ``AcpiPm`` device turns that into an exit.
 """
@@ -25,8 +26,9 @@ FACS_ADDRESS = RSDP_ADDRESS + 0x80  # 64-byte aligned, as the spec requires
 FADT_ADDRESS = RSDP_ADDRESS + 0x100
 DSDT_ADDRESS = RSDP_ADDRESS + 0x300
 
-# FADT flags: WBINVD, PROC_C1, PWR_BUTTON and SLP_BUTTON (no fixed buttons), FIX_RTC (no RTC wake)
-FADT_FLAGS = (1 << 0) | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 6)
+# FADT flags: WBINVD, PROC_C1, SLP_BUTTON (no fixed sleep button), FIX_RTC (no RTC wake). PWR_BUTTON is clear:
+# the power button is the fixed-hardware one in PM1 (PWRBTN_STS/EN), signalled by the SCI.
+FADT_FLAGS = (1 << 0) | (1 << 2) | (1 << 5) | (1 << 6)
 # IAPC_BOOT_ARCH: legacy devices, no VGA, and no 8042 flag: with it Linux probes the keyboard controller by
 # polling port 0x64 ~20 000 times (measured: 20 s of a 25 s nested boot). The i8042's reset line works anyway.
 IAPC_BOOT_ARCH = 0x1 | 0x4
