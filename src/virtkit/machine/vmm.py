@@ -52,12 +52,9 @@ class Vmm:
         self._lock = threading.Lock()
         self._outcome: Outcome | None = None
         self._closed = False
-<<<<<<< HEAD
         self.closers: list[Callable[[], None]] = []  # host-side device backends (sockets) to close with it
-=======
         # presses the guest's ACPI power button; None when the machine has no ACPI
         self.power_button: Callable[[], None] | None = None
->>>>>>> native
 
     def add_vcpu_thread(self, thread: VcpuThread) -> None:
         self.threads.append(thread)
