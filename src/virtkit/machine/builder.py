@@ -30,7 +30,7 @@ from virtkit.errors import ConfigError, HostError
 from virtkit.hypervisor.base import Hypervisor, HypervisorError, Vm
 from virtkit.machine.agent_socket import SocketBridge
 from virtkit.machine.config import Outcome, VmmConfig
-from virtkit.machine.pci_devices import attach_pci
+from virtkit.machine.pci_devices import attach_pci, dsdt_aml
 from virtkit.machine.vcpu import VcpuThread
 from virtkit.machine.vmm import Vmm
 from virtkit.memory import GuestMemory
@@ -40,6 +40,7 @@ from virtkit.virtio.rng import Rng
 
 MIB = 1 << 20
 AGENT_PORT = "org.qemu.guest_agent.0"
+MAX_VCPUS = 64  # APIC IDs fit the MADT's 8-bit fields; more would need x2APIC entries
 
 
 def preflight(config: VmmConfig, mem_available_mib: int | None = None) -> tuple[Kernel, bytes]:
@@ -58,9 +59,10 @@ def preflight(config: VmmConfig, mem_available_mib: int | None = None) -> tuple[
                 f"cannot read initrd {config.initrd}: {e.strerror}", hint="pass an existing initrd file"
             ) from e
         initrd_address(kernel, size, ram[0][1], config.memory_mib * MIB, str(config.initrd))
-    if config.vcpus != 1:
+    if not 1 <= config.vcpus <= MAX_VCPUS:
         raise ConfigError(
-            f"the native engine runs 1 vCPU for now (asked for {config.vcpus})", hint="use 1 vCPU (SMP is part 2)"
+            f"the native engine runs 1 to {MAX_VCPUS} vCPUs (asked for {config.vcpus})",
+            hint=f"give --vcpus between 1 and {MAX_VCPUS}",
         )
     return kernel, cmdline
 
@@ -152,7 +154,8 @@ def load_guest(
     ram = [(r.guest_address, r.size) for r in memory.regions]
     rsdp = 0
     if config.acpi:
-        for address, data in acpi.acpi_tables(acpi_pm.PM1_EVT, acpi_pm.PM1_CNT):
+        cpus = config.vcpus if config.vcpus > 1 else 0  # one vCPU keeps the 8259 set-up part 1 measured
+        for address, data in acpi.acpi_tables(acpi_pm.PM1_EVT, acpi_pm.PM1_CNT, dsdt_aml(), cpus):
             memory.write(address, data)
         rsdp = acpi.RSDP_ADDRESS
     return write_boot_info(memory, kernel, cmdline, initrd, e820_map(ram), rsdp)

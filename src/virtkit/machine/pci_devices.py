@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from virtkit.arch.x86_64 import aml
 from virtkit.devices.bus import Bus
 from virtkit.devices.pci.root import (
     CONFIG_ADDRESS_PORT,
@@ -25,6 +26,21 @@ log = logging.getLogger(__name__)
 
 # INTx lines for PCI functions: ISA IRQs Linux leaves to PCI (QEMU's PIIX uses 10 and 11 the same way)
 INTX_LINES = (10, 11)
+SLOTS = range(1, 32)  # slot 0 is the host bridge
+
+
+def intx_line(slot: int) -> int:
+    """The GSI a slot's INTA# drives; the DSDT's _PRT says the same (see routing())."""
+    return INTX_LINES[(slot - 1) % len(INTX_LINES)]
+
+
+def routing() -> dict[int, int]:
+    return {slot: intx_line(slot) for slot in SLOTS}
+
+
+def dsdt_aml() -> bytes:
+    """The PCI root bridge for the DSDT: a Linux with ACPI scans PCI only below a PNP0A03 device."""
+    return aml.pci_root((WINDOW_BASE, WINDOW_SIZE), (CONFIG_ADDRESS_PORT, CONFIG_PORT_LENGTH), routing())
 
 
 def _safe_msi(vm: Vm) -> Callable[[int, int], None]:
@@ -44,8 +60,9 @@ def attach_pci(vm: Vm, memory: GuestMemory, pio: Bus, mmio: Bus, devices: list[V
     pio.insert(root, CONFIG_ADDRESS_PORT, CONFIG_PORT_LENGTH)
     mmio.insert(PciWindow(root), WINDOW_BASE, WINDOW_SIZE)
     send_msi = _safe_msi(vm)
-    for n, device in enumerate(devices):
+    for slot, device in zip(SLOTS, devices, strict=False):
         device.memory = memory
-        line = INTX_LINES[n % len(INTX_LINES)]
-        root.add(VirtioPci(device, root.allocate_bar(BAR_SIZE), send_msi, IrqLine(line, vm.set_irq_line), line))
+        line = intx_line(slot)
+        function = VirtioPci(device, root.allocate_bar(BAR_SIZE), send_msi, IrqLine(line, vm.set_irq_line), line)
+        assert root.add(function) == slot
     return root

@@ -69,9 +69,15 @@ def test_memory_beyond_what_the_host_has_is_refused(bzimage: Path) -> None:
     assert err.value.hint
 
 
-def test_more_than_one_vcpu_is_refused_for_now(bzimage: Path) -> None:
-    with pytest.raises(ConfigError, match="1 vCPU"):
-        preflight(VmmConfig(bzimage, memory_mib=64, vcpus=2), mem_available_mib=1024)
+@pytest.mark.parametrize("vcpus", [0, 65])
+def test_vcpu_counts_outside_1_to_64_are_refused(bzimage: Path, vcpus: int) -> None:
+    with pytest.raises(ConfigError, match="1 to 64 vCPUs") as err:
+        preflight(VmmConfig(bzimage, memory_mib=64, vcpus=vcpus), mem_available_mib=1024)
+    assert err.value.hint
+
+
+def test_two_vcpus_pass_preflight(bzimage: Path) -> None:
+    preflight(VmmConfig(bzimage, memory_mib=64, vcpus=2), mem_available_mib=1024)
 
 
 def test_initrd_larger_than_ram_is_refused_before_any_vm_exists(bzimage: Path, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ Linux powers off by writing SLP_TYP(S5) | SLP_EN to PM1a_CNT; the ``AcpiPm`` dev
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 from virtkit.arch.x86_64 import layout
@@ -25,6 +26,7 @@ XSDT_ADDRESS = RSDP_ADDRESS + 0x40
 FACS_ADDRESS = RSDP_ADDRESS + 0x80  # 64-byte aligned, as the spec requires
 FADT_ADDRESS = RSDP_ADDRESS + 0x100
 DSDT_ADDRESS = RSDP_ADDRESS + 0x300
+MADT_ADDRESS = RSDP_ADDRESS + 0x1000  # after a DSDT that may hold the PCI root's _PRT
 
 # FADT flags: WBINVD, PROC_C1, SLP_BUTTON (no fixed sleep button), FIX_RTC (no RTC wake). PWR_BUTTON is clear:
 # the power button is the fixed-hardware one in PM1 (PWRBTN_STS/EN), signalled by the SCI.
@@ -82,20 +84,45 @@ def fadt(dsdt_address: int, pm1a_evt: int, pm1a_cnt: int, facs_address: int = 0)
     return table(b"FACP", 6, bytes(body))
 
 
-def dsdt() -> bytes:
-    return table(b"DSDT", 2, S5_AML)
+def dsdt(extra_aml: bytes = b"") -> bytes:
+    """``extra_aml``: further definition blocks (the PCI root bridge, see aml.pci_root)."""
+    return table(b"DSDT", 2, S5_AML + extra_aml)
+
+
+IOAPIC_ADDRESS = 0xFEC00000
+LAPIC_ADDRESS = 0xFEE00000
+# ISA IRQs that are level-triggered, active high (the SCI, the PCI INTx lines), as QEMU declares them. No
+# override for IRQ 0: KVM's default routing sends the PIT (GSI 0) to IOAPIC pin 0.
+LEVEL_IRQS = (SCI_IRQ, 10, 11)
+
+
+def madt(cpus: int) -> bytes:
+    """The MADT: one enabled local APIC per vCPU (APIC ID = index), the in-kernel IOAPIC, level overrides."""
+    body = struct.pack("<II", LAPIC_ADDRESS, 1)  # PCAT_COMPAT: there is an 8259 pair too
+    for index in range(cpus):
+        body += struct.pack("<BBBBI", 0, 8, index, index, 1)
+    body += struct.pack("<BBBBII", 1, 12, 0, 0, IOAPIC_ADDRESS, 0)
+    for irq in LEVEL_IRQS:
+        body += struct.pack("<BBBBIH", 2, 10, 0, irq, irq, 0xD)  # level, active high
+    return table(b"APIC", 3, body)
 
 
 def xsdt(entries: list[int]) -> bytes:
     return table(b"XSDT", 1, b"".join(struct.pack("<Q", e) for e in entries))
 
 
-def acpi_tables(pm1a_evt: int, pm1a_cnt: int) -> list[tuple[int, bytes]]:
-    """(guest address, bytes) for every table; the RSDP is at ``RSDP_ADDRESS``."""
-    return [
-        (RSDP_ADDRESS, rsdp(XSDT_ADDRESS)),
-        (XSDT_ADDRESS, xsdt([FADT_ADDRESS])),
+def acpi_tables(pm1a_evt: int, pm1a_cnt: int, dsdt_aml: bytes = b"", cpus: int = 0) -> list[tuple[int, bytes]]:
+    """(guest address, bytes) for every table; the RSDP is at ``RSDP_ADDRESS``. ``cpus`` > 0 adds a MADT
+    (the guest then routes interrupts through the IOAPIC and starts the other vCPUs)."""
+    tables = [
         (FACS_ADDRESS, facs()),
         (FADT_ADDRESS, fadt(DSDT_ADDRESS, pm1a_evt, pm1a_cnt, FACS_ADDRESS)),
-        (DSDT_ADDRESS, dsdt()),
+        (DSDT_ADDRESS, dsdt(dsdt_aml)),
     ]
+    entries = [FADT_ADDRESS]
+    if cpus:
+        tables.append((MADT_ADDRESS, madt(cpus)))
+        entries.append(MADT_ADDRESS)
+    for (address, data), (following, _) in itertools.pairwise(sorted(tables)):
+        assert address + len(data) <= following, f"ACPI table at {address:#x} runs into the next"
+    return [(RSDP_ADDRESS, rsdp(XSDT_ADDRESS)), (XSDT_ADDRESS, xsdt(entries)), *tables]
