@@ -1,7 +1,8 @@
 """The native engine: virtkit's own VMM on /dev/kvm, one child process per machine.
 
 The child is ``python -m virtkit.engines.native_main``; this side talks to it over its control socket
-(JSON lines) and reads its console log. Part 1 has no disks, NICs, agent or SMP (virtio comes in part 2).
+(JSON lines) and reads its console log. Devices: virtio-console (the guest agent's port, bridged to agent.sock in the run directory) and
+virtio-rng over virtio-pci; no disks or NICs yet.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import virtkit
+from virtkit.config import defaults
 from virtkit.engines.base import Availability, Technique, VmState
 from virtkit.errors import ConfigError, EngineError, GuestTimeout, HostError
 from virtkit.host.probe import HostReport, probe
@@ -41,6 +43,13 @@ def vmm_config(spec: MachineSpec) -> VmmConfig:
         vcpus=spec.vcpus,
         paravirt=spec.paravirt,
     )
+
+
+def guest_cmdline(spec: MachineSpec) -> str:
+    """The machine's name becomes the guest's hostname, as on the QEMU engine."""
+    if "virtkit.hostname=" in spec.boot.cmdline:
+        return spec.boot.cmdline
+    return f"{spec.boot.cmdline} virtkit.hostname={spec.name}"
 
 
 PR_SET_PDEATHSIG = 1
@@ -77,6 +86,7 @@ class NativeMachine:
         self.console_socket = workdir / "console.sock"
         self._console_log = workdir / "console.log"
         self.vmm_log = workdir / "vmm.log"
+        self.agent_socket = workdir / "agent.sock"
 
     @property
     def name(self) -> str:
@@ -187,16 +197,33 @@ class NativeMachine:
         return self._exited_state()
 
     def agent(self) -> AgentClient:
-        raise EngineError("the native engine has no agent yet (part 2)", hint="use --engine qemu for the agent")
+        """A client on the VMM's agent socket (virtio-console port org.qemu.guest_agent.0)."""
+        from virtkit.agent.client import AgentClient
+
+        return AgentClient(self.agent_socket)
 
     def detach(self) -> None:
         """Nothing to let go of: every control request opens its own connection to the VMM's socket."""
 
-    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> float:
-        raise EngineError(
-            "the native engine has no agent yet (part 2), so it cannot tell when the guest is ready",
-            hint="watch the console (console_log) instead, or use --engine qemu",
-        )
+    def wait_ready(self, timeout: float = defaults.READY_TIMEOUT_S) -> float:
+        """Block until the guest agent answers (as the QEMU engine does); GuestTimeout with the console's
+        last lines otherwise."""
+        from virtkit.errors import AgentError
+
+        agent = self.agent()
+        try:
+            return agent.wait_ready(timeout, alive=lambda: self._proc.poll() is None)
+        except AgentError as exc:
+            tail = "\n".join(self.console().strip().splitlines()[-10:])
+            stopped = self._proc.poll() is not None
+            raise GuestTimeout(
+                f"{self._name} {'stopped' if stopped else 'did not become ready'}"
+                f"{'' if stopped else f' within {timeout:g}s'} ({exc.message})",
+                console_tail=tail,
+                hint="read the console lines below; check the kernel, initrd and cmdline (console=ttyS0)",
+            ) from exc
+        finally:
+            agent.close()
 
     def console(self) -> str:
         try:
@@ -232,13 +259,15 @@ class NativeEngine:
         cmd = [
             sys.executable, "-m", "virtkit.engines.native_main",
             "--kernel", str(boot.kernel),
-            "--cmdline", boot.cmdline,
+            "--cmdline", guest_cmdline(spec),
             "--memory-mib", str(spec.memory_mib),
             "--console", "none",
             "--console-log", str(workdir / "console.log"),
             "--control", str(workdir / "control.sock"),
             "--console-socket", str(workdir / "console.sock"),
             "--stats-json", str(workdir / "stats.json"),
+            "--vcpus", str(spec.vcpus),
+            "--agent-socket", str(workdir / "agent.sock"),
         ]  # fmt: skip
         if boot.initrd is not None:
             cmd += ["--initrd", str(boot.initrd)]
