@@ -267,8 +267,9 @@ class NativeEngine:
             "--console-socket", str(workdir / "console.sock"),
             "--stats-json", str(workdir / "stats.json"),
             "--vcpus", str(spec.vcpus),
-            "--agent-socket", str(workdir / "agent.sock"),
         ]  # fmt: skip
+        if spec.agent:
+            cmd += ["--agent-socket", str(workdir / "agent.sock")]
         if boot.initrd is not None:
             cmd += ["--initrd", str(boot.initrd)]
         if not spec.paravirt:
