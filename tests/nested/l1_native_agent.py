@@ -8,14 +8,45 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from virtkit.oneshot import spec_for
 
 MARKER = "virtkit-l1-result: "
+
+
+def time_hwrng(agent: Any, nbytes: int) -> dict[str, float]:
+    """Virtqueue requests per second through virtio-rng: Linux's hw_random asks for 64 bytes a request
+    here (rng_buffer_size() on x86), timed with the host clock around the exec minus an empty exec."""
+    t = time.monotonic()
+    agent.exec(["true"], timeout=60)
+    baseline = time.monotonic() - t
+    t = time.monotonic()
+    r = agent.exec(["sh", "-c", f"head -c {nbytes} /dev/hwrng | wc -c"], timeout=600)
+    elapsed = time.monotonic() - t
+    got = int(r.stdout.decode().strip() or 0)
+    seconds = max(elapsed - baseline, 1e-6)
+    return {"bytes": got, "seconds": round(seconds, 4), "requests_per_s": round(got / 64 / seconds, 1)}
+
+
+def run_cli(engine: str, vcpus: int) -> dict[str, object]:
+    """`virtkit run` as a user types it. L1's / is read-only: a writable VIRTKIT_HOME borrows the images."""
+    from virtkit.config import defaults
+
+    home = Path(tempfile.mkdtemp(prefix="vkhome-"))
+    (home / "images").symlink_to(defaults.image_dir())
+    cmd = "uname -r; grep -c ^processor /proc/cpuinfo; exit 3"
+    argv = [sys.executable, "-m", "virtkit", "run", "--engine", engine, "--vcpus", str(vcpus), "--", "sh", "-c", cmd]
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=600, env={**os.environ, "VIRTKIT_HOME": str(home)}
+    )
+    return {"rc": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr[-2000:]}
 
 
 def main() -> int:
@@ -25,6 +56,8 @@ def main() -> int:
     p.add_argument("--engine", default="native")
     p.add_argument("--pings", type=int, default=20)
     p.add_argument("--vcpus", type=int, default=2)
+    p.add_argument("--rng-bytes", type=int, default=0, help="time reading this much from /dev/hwrng")
+    p.add_argument("--cli", action="store_true", help="also run `virtkit run --engine ENGINE -- ...` once")
     args = p.parse_args()
     if args.engine == "native":
         from virtkit.engines.native import NativeEngine
@@ -59,6 +92,8 @@ def main() -> int:
             }.items():
                 r = agent.exec(argv, timeout=60)
                 result[key] = {"exitcode": r.exitcode, "out": r.stdout.decode().strip(), "err": r.stderr.decode()}
+            if args.rng_bytes:
+                result["rng"] = time_hwrng(agent, args.rng_bytes)
             agent.shutdown()
         t = time.monotonic()
         state = machine.wait(60)
@@ -73,6 +108,8 @@ def main() -> int:
         vmm_log = workdir / "vmm.log"
         if vmm_log.exists():
             result["vmm_log_tail"] = vmm_log.read_text(errors="replace")[-1500:]
+    if args.cli:
+        result["cli"] = run_cli(args.engine, args.vcpus)
     print(MARKER + json.dumps(result), flush=True)
     return 0
 

@@ -25,7 +25,17 @@ def test_default_image_reaches_agent_ready_on_the_native_engine(l1_ready: nested
     image = build_image("tiny")
     src = nested.checkout_src()
     res = nested.run_in_l1(
-        [sys.executable, str(SCRIPT), str(image.kernel), str(image.initrd), "--engine", "native", "--pings", "5"],
+        [
+            sys.executable,
+            str(SCRIPT),
+            str(image.kernel),
+            str(image.initrd),
+            "--engine",
+            "native",
+            "--pings",
+            "5",
+            "--cli",
+        ],
         timeout=900,
         env={"PYTHONPATH": str(src)},
         visible=[src, SCRIPT.parent, image.kernel, image.initrd],
@@ -43,3 +53,8 @@ def test_default_image_reaches_agent_ready_on_the_native_engine(l1_ready: nested
     assert len(result["ping_s"]) == 5
     assert result["final_state"] == "shut off"
     assert "ACPI S5" in result["vmm_log_tail"]
+    # and `virtkit run --engine native` as a user types it: output, engine line, the guest's exit code
+    cli = result["cli"]
+    assert cli["rc"] == 3, cli
+    assert cli["stdout"].splitlines() == [image.kernel_version, "2"], cli
+    assert "engine: native  technique: hardware-assisted (KVM)  boot to agent-ready:" in cli["stderr"], cli

@@ -205,6 +205,9 @@ class Vm(Protocol):
     def signal_msi(self, address: int, data: int) -> None:
         """Inject one message-signalled interrupt (the in-kernel irqchip routes it to a local APIC)."""
 
+    def set_ioeventfd(self, address: int, length: int, fd: int, assign: bool = True) -> None:
+        """Guest MMIO writes of ``length`` bytes to ``address`` signal eventfd ``fd`` instead of exiting."""
+
     def create_vcpu(self, index: int) -> Vcpu: ...
 
     def close(self) -> None: ...

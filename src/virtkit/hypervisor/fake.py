@@ -82,6 +82,7 @@ class FakeVm:
     memory: list[tuple[int, int, int, int]] = field(default_factory=list)
     irq_events: list[tuple[int, bool]] = field(default_factory=list)
     msi_events: list[tuple[int, int]] = field(default_factory=list)
+    ioeventfds: dict[int, int] = field(default_factory=dict)
     irqchip: bool = False
     pit: bool = False
     vcpus: list[FakeVcpu] = field(default_factory=list)
@@ -101,6 +102,12 @@ class FakeVm:
 
     def signal_msi(self, address: int, data: int) -> None:
         self.msi_events.append((address, data))
+
+    def set_ioeventfd(self, address: int, length: int, fd: int, assign: bool = True) -> None:
+        if assign:
+            self.ioeventfds[address] = fd
+        else:
+            self.ioeventfds.pop(address, None)
 
     def create_vcpu(self, index: int) -> FakeVcpu:
         vcpu = FakeVcpu(index, self.scripts.get(index, ()))

@@ -30,6 +30,7 @@ from virtkit.errors import ConfigError, HostError
 from virtkit.hypervisor.base import Hypervisor, HypervisorError, Vm
 from virtkit.machine.agent_socket import SocketBridge
 from virtkit.machine.config import Outcome, VmmConfig
+from virtkit.machine.notifier import Notifier
 from virtkit.machine.pci_devices import attach_pci, dsdt_aml
 from virtkit.machine.vcpu import VcpuThread
 from virtkit.machine.vmm import Vmm
@@ -83,7 +84,10 @@ def build(
         entry = load_guest(memory, kernel, cmdline, initrd_data, config)
         pio, mmio, com1 = attach_devices(vm, console)
         devices, closers = virtio_devices(config, console)  # closed below if a later step fails
-        attach_pci(vm, memory, pio, mmio, devices)
+        notifier = Notifier(vm) if devices and config.ioeventfd else None
+        if notifier is not None:
+            closers.insert(0, notifier.close)
+        attach_pci(vm, memory, pio, mmio, devices, notifier)
         features = tuple(paravirt_features(guest_cpuid(hypervisor.supported_cpuid(), 0, 1, config.paravirt)))
         vmm = Vmm(vm, memory, pio, mmio, com1, entry.protocol, features)
         vmm.closers.extend(closers)

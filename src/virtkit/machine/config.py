@@ -24,6 +24,8 @@ class VmmConfig:
     virtio_rng: bool = True
     # a virtio-console (hvc0) whose port org.qemu.guest_agent.0 is bridged to this unix socket
     agent_socket: Path | None = None
+    # queue notifications through ioeventfd (served off the vCPU thread) rather than MMIO exits
+    ioeventfd: bool = True
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from virtkit.devices.pci.root import (
 )
 from virtkit.devices.trigger import IrqLine
 from virtkit.hypervisor.base import HypervisorError, Vm
+from virtkit.machine.notifier import Notifier
 from virtkit.memory import GuestMemory
 from virtkit.virtio.device import VirtioDevice
 from virtkit.virtio.pci import BAR_SIZE, VirtioPci
@@ -55,7 +56,9 @@ def _safe_msi(vm: Vm) -> Callable[[int, int], None]:
     return send
 
 
-def attach_pci(vm: Vm, memory: GuestMemory, pio: Bus, mmio: Bus, devices: list[VirtioDevice]) -> PciRoot:
+def attach_pci(
+    vm: Vm, memory: GuestMemory, pio: Bus, mmio: Bus, devices: list[VirtioDevice], notifier: Notifier | None = None
+) -> PciRoot:
     root = PciRoot()
     pio.insert(root, CONFIG_ADDRESS_PORT, CONFIG_PORT_LENGTH)
     mmio.insert(PciWindow(root), WINDOW_BASE, WINDOW_SIZE)
@@ -63,6 +66,7 @@ def attach_pci(vm: Vm, memory: GuestMemory, pio: Bus, mmio: Bus, devices: list[V
     for slot, device in zip(SLOTS, devices, strict=False):
         device.memory = memory
         line = intx_line(slot)
-        function = VirtioPci(device, root.allocate_bar(BAR_SIZE), send_msi, IrqLine(line, vm.set_irq_line), line)
+        irq = IrqLine(line, vm.set_irq_line)
+        function = VirtioPci(device, root.allocate_bar(BAR_SIZE), send_msi, irq, line, notifier)
         assert root.add(function) == slot
     return root

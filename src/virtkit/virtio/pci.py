@@ -7,10 +7,12 @@ line). Notifications arrive as writes to the notify area and are served synchron
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable
+from typing import Protocol
 
-from virtkit.devices.pci.config import PciConfig
+from virtkit.devices.pci.config import COMMAND_MEMORY, PciConfig
 from virtkit.devices.trigger import Trigger
 from virtkit.virtio.device import VirtioDevice
 from virtkit.virtio.queue import SplitQueue
@@ -37,6 +39,15 @@ ISR_QUEUE, ISR_CONFIG = 1, 2
 CLASS_CODES = {3: 0x078000, 4: 0xFF0000}
 
 MsiSender = Callable[[int, int], None]  # (address, data)
+
+
+class NotifyWiring(Protocol):
+    """ioeventfd: queue notifications served off the vCPU thread (machine.notifier.Notifier)."""
+
+    def register(self, address: int, callback: Callable[[], None]) -> bool: ...
+
+    def unregister(self, address: int) -> None: ...
+
 
 # common config fields: offset -> (size, name)
 _COMMON = {
@@ -71,7 +82,7 @@ class VirtioPci:
     """A virtio device as PCI function: config space, BAR accesses and interrupt delivery."""
 
     def __init__(self, device: VirtioDevice, bar_address: int, send_msi: MsiSender, intx: Trigger,
-                 intx_line: int) -> None:  # fmt: skip
+                 intx_line: int, wiring: NotifyWiring | None = None) -> None:  # fmt: skip
         self.device = device
         self.send_msi = send_msi
         self.intx = intx
@@ -98,6 +109,35 @@ class VirtioPci:
         self.queue_select = 0
         self.config_msix_vector = NO_VECTOR
         device.interrupt = _Interrupt(self)
+        self.wiring = wiring
+        self._wired: set[int] = set()
+        self.config.on_change = self._rewire
+
+    # --- ioeventfd --------------------------------------------------------------------------------------
+
+    def _rewire(self) -> None:
+        """Keep one ioeventfd per queue on the notify addresses wherever the BAR decodes now."""
+        if self.wiring is None:
+            return
+        bar = self.config.bars[0]
+        wanted: dict[int, int] = {}
+        if self.config.command & COMMAND_MEMORY and bar.address:
+            base = bar.address + NOTIFY_OFFSET
+            wanted = {base + NOTIFY_MULTIPLIER * q: q for q in range(len(self.device.queues))}
+        for address in self._wired - wanted.keys():
+            self.wiring.unregister(address)
+            self._wired.discard(address)
+        for address, queue in wanted.items():
+            if address not in self._wired and self.wiring.register(
+                address, functools.partial(self.device.notify, queue)
+            ):
+                self._wired.add(address)
+
+    def unwire(self) -> None:
+        if self.wiring is not None:
+            for address in self._wired:
+                self.wiring.unregister(address)
+        self._wired.clear()
 
     # --- interrupts -------------------------------------------------------------------------------------
 

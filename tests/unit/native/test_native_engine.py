@@ -8,7 +8,7 @@ from guestkernels import make_bzimage
 from virtkit.config.machine import BootSpec, DiskSpec, MachineSpec
 from virtkit.engines.base import Technique
 from virtkit.engines.native import NativeEngine, native_availability
-from virtkit.errors import ConfigError, EngineError
+from virtkit.errors import ConfigError
 from virtkit.host.probe import HostReport
 
 
@@ -67,9 +67,10 @@ def test_bad_input_is_refused_before_a_process_starts(spec: MachineSpec, tmp_pat
     assert not (tmp_path / "run").exists()
 
 
-def test_no_agent_in_part_one(spec: MachineSpec, tmp_path: Path) -> None:
-    from virtkit.engines.native import NativeMachine
-
-    machine = NativeMachine.__new__(NativeMachine)
-    with pytest.raises(EngineError, match="no agent yet"):
-        machine.agent()
+def test_agent_socket_vcpus_and_hostname_on_the_command_line(spec: MachineSpec, tmp_path: Path) -> None:
+    cmd = NativeEngine(report=report()).command(spec.model_copy(update={"vcpus": 2}), tmp_path)
+    assert cmd[cmd.index("--agent-socket") + 1] == str(tmp_path / "agent.sock")
+    assert cmd[cmd.index("--vcpus") + 1] == "2"
+    assert cmd[cmd.index("--cmdline") + 1] == "console=ttyS0 virtkit.hostname=t"
+    no_agent = NativeEngine(report=report()).command(spec.model_copy(update={"agent": False}), tmp_path)
+    assert "--agent-socket" not in no_agent

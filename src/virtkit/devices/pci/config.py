@@ -4,6 +4,7 @@ size and move, and a capability list. Only the registers a driver writes are wri
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 COMMAND = 0x04
@@ -36,6 +37,8 @@ class PciConfig:
         self._cap_end = CAP_START
         self._last_cap = 0
         self.writable = bytearray(CONFIG_SIZE)  # per-byte write masks
+        # called after every config write (a BAR moved, decoding turned on or off)
+        self.on_change: Callable[[], None] | None = None
         self._mask(COMMAND, 2, 0x0406)  # memory space, bus master, INTx disable
         self._mask(INTERRUPT_LINE, 1, 0xFF)
 
@@ -86,6 +89,8 @@ class PciConfig:
             reg = BAR0 + 4 * index
             if offset < reg + 4 and reg < offset + size:
                 bar.address = self.read(reg, 4) & ~0xF
+        if self.on_change is not None:
+            self.on_change()
 
     @property
     def command(self) -> int:

@@ -194,6 +194,23 @@ class Msi(ctypes.Structure):
 
 
 KVM_SIGNAL_MSI = _iow(0xA5, ctypes.sizeof(Msi))
+
+
+class IoEventFd(ctypes.Structure):
+    """struct kvm_ioeventfd { __u64 datamatch, addr; __u32 len; __s32 fd; __u32 flags; __u8 pad[36]; }"""
+
+    _fields_ = [
+        ("datamatch", ctypes.c_uint64),
+        ("addr", ctypes.c_uint64),
+        ("len", ctypes.c_uint32),
+        ("fd", ctypes.c_int32),
+        ("flags", ctypes.c_uint32),
+        ("pad", ctypes.c_uint8 * 36),
+    ]
+
+
+KVM_IOEVENTFD = _iow(0x79, ctypes.sizeof(IoEventFd))
+KVM_IOEVENTFD_FLAG_DATAMATCH, KVM_IOEVENTFD_FLAG_PIO, KVM_IOEVENTFD_FLAG_DEASSIGN = 1, 2, 4
 KVM_CREATE_PIT2 = _iow(0x77, ctypes.sizeof(PitConfig))
 # vcpu ioctls
 KVM_RUN = _io(0x80)

@@ -42,6 +42,11 @@ class KvmVm:
         msi = _abi.Msi(address_lo=address & 0xFFFFFFFF, address_hi=address >> 32, data=data)
         ioctl_buf(self._fd, _abi.KVM_SIGNAL_MSI, msi, "KVM_SIGNAL_MSI")
 
+    def set_ioeventfd(self, address: int, length: int, fd: int, assign: bool = True) -> None:
+        flags = 0 if assign else _abi.KVM_IOEVENTFD_FLAG_DEASSIGN
+        event = _abi.IoEventFd(addr=address, len=length, fd=fd, flags=flags)
+        ioctl_buf(self._fd, _abi.KVM_IOEVENTFD, event, "KVM_IOEVENTFD")
+
     def create_vcpu(self, index: int) -> KvmVcpu:
         fd = ioctl_int(self._fd, _abi.KVM_CREATE_VCPU, index, "KVM_CREATE_VCPU")
         return KvmVcpu(fd, index, self._vcpu_mmap_size, self._kick_signal)
