@@ -82,7 +82,15 @@ def build(out: Path = BUILD) -> dict[str, Path]:
         raise RuntimeError("gcc is needed to build the test kernels (apt-get install gcc)")
     out.mkdir(parents=True, exist_ok=True)
     common = [HERE / s for s in SOURCES]
-    deps = [*common, HERE / "boot64.S", HERE / "pvh.S", HERE / "bzimage.ld", HERE / "pvh.ld", HERE / "virtio.c", Path(__file__)]
+    deps = [
+        *common,
+        HERE / "boot64.S",
+        HERE / "pvh.S",
+        HERE / "bzimage.ld",
+        HERE / "pvh.ld",
+        HERE / "virtio.c",
+        Path(__file__),
+    ]
     result = {"bzimage": out / "bzImage", "bzimage32": out / "bzImage32", "pvh": out / "vmlinux-pvh"}
     if not any(_stale(p, deps) for p in result.values()):
         return result
