@@ -208,6 +208,12 @@ class Vm(Protocol):
     def set_ioeventfd(self, address: int, length: int, fd: int, assign: bool = True) -> None:
         """Guest MMIO writes of ``length`` bytes to ``address`` signal eventfd ``fd`` instead of exiting."""
 
+    def set_msi_routes(self, routes: dict[int, tuple[int, int]]) -> None:
+        """GSI -> MSI (address, data), on top of the irqchip's default routes for GSI 0-23."""
+
+    def set_irqfd(self, gsi: int, fd: int, assign: bool = True) -> None:
+        """Writing eventfd ``fd`` raises ``gsi`` inside KVM."""
+
     def create_vcpu(self, index: int) -> Vcpu: ...
 
     def close(self) -> None: ...

@@ -83,6 +83,8 @@ class FakeVm:
     irq_events: list[tuple[int, bool]] = field(default_factory=list)
     msi_events: list[tuple[int, int]] = field(default_factory=list)
     ioeventfds: dict[int, int] = field(default_factory=dict)
+    msi_routes: dict[int, tuple[int, int]] = field(default_factory=dict)
+    irqfds: dict[int, int] = field(default_factory=dict)
     irqchip: bool = False
     pit: bool = False
     vcpus: list[FakeVcpu] = field(default_factory=list)
@@ -108,6 +110,15 @@ class FakeVm:
             self.ioeventfds[address] = fd
         else:
             self.ioeventfds.pop(address, None)
+
+    def set_msi_routes(self, routes: dict[int, tuple[int, int]]) -> None:
+        self.msi_routes = dict(routes)
+
+    def set_irqfd(self, gsi: int, fd: int, assign: bool = True) -> None:
+        if assign:
+            self.irqfds[gsi] = fd
+        else:
+            self.irqfds.pop(gsi, None)
 
     def create_vcpu(self, index: int) -> FakeVcpu:
         vcpu = FakeVcpu(index, self.scripts.get(index, ()))

@@ -30,6 +30,7 @@ from virtkit.errors import ConfigError, HostError
 from virtkit.hypervisor.base import Hypervisor, HypervisorError, Vm
 from virtkit.machine.agent_socket import SocketBridge
 from virtkit.machine.config import Outcome, VmmConfig
+from virtkit.machine.irqfd import MsiSender
 from virtkit.machine.notifier import Notifier
 from virtkit.machine.pci_devices import attach_pci, dsdt_aml
 from virtkit.machine.vcpu import VcpuThread
@@ -85,9 +86,12 @@ def build(
         pio, mmio, com1 = attach_devices(vm, console)
         devices, closers = virtio_devices(config, console)  # closed below if a later step fails
         notifier = Notifier(vm) if devices and config.ioeventfd else None
+        msi = MsiSender(vm) if devices and config.irqfd else None
+        if msi is not None:
+            closers.insert(0, msi.close)
         if notifier is not None:
-            closers.insert(0, notifier.close)
-        attach_pci(vm, memory, pio, mmio, devices, notifier)
+            closers.insert(0, notifier.close)  # first: no device work may follow the irqfds' closing
+        attach_pci(vm, memory, pio, mmio, devices, notifier, msi)
         features = tuple(paravirt_features(guest_cpuid(hypervisor.supported_cpuid(), 0, 1, config.paravirt)))
         vmm = Vmm(vm, memory, pio, mmio, com1, entry.protocol, features)
         vmm.closers.extend(closers)

@@ -26,6 +26,8 @@ class VmmConfig:
     agent_socket: Path | None = None
     # queue notifications through ioeventfd (served off the vCPU thread) rather than MMIO exits
     ioeventfd: bool = True
+    # MSIs through irqfd (an eventfd write) rather than the KVM_SIGNAL_MSI ioctl
+    irqfd: bool = True
 
 
 @dataclass(frozen=True)

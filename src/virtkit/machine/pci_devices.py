@@ -57,12 +57,18 @@ def _safe_msi(vm: Vm) -> Callable[[int, int], None]:
 
 
 def attach_pci(
-    vm: Vm, memory: GuestMemory, pio: Bus, mmio: Bus, devices: list[VirtioDevice], notifier: Notifier | None = None
+    vm: Vm,
+    memory: GuestMemory,
+    pio: Bus,
+    mmio: Bus,
+    devices: list[VirtioDevice],
+    notifier: Notifier | None = None,
+    send_msi: Callable[[int, int], None] | None = None,
 ) -> PciRoot:
     root = PciRoot()
     pio.insert(root, CONFIG_ADDRESS_PORT, CONFIG_PORT_LENGTH)
     mmio.insert(PciWindow(root), WINDOW_BASE, WINDOW_SIZE)
-    send_msi = _safe_msi(vm)
+    send_msi = send_msi or _safe_msi(vm)
     for slot, device in zip(SLOTS, devices, strict=False):
         device.memory = memory
         line = intx_line(slot)

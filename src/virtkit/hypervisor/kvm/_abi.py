@@ -210,6 +210,29 @@ class IoEventFd(ctypes.Structure):
 
 
 KVM_IOEVENTFD = _iow(0x79, ctypes.sizeof(IoEventFd))
+
+
+class IrqFd(ctypes.Structure):
+    """struct kvm_irqfd { __u32 fd, gsi, flags, resamplefd; __u8 pad[16]; }"""
+
+    _fields_ = [
+        ("fd", ctypes.c_uint32),
+        ("gsi", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("resamplefd", ctypes.c_uint32),
+        ("pad", ctypes.c_uint8 * 16),
+    ]
+
+
+KVM_IRQFD = _iow(0x76, ctypes.sizeof(IrqFd))
+KVM_IRQFD_FLAG_DEASSIGN = 1
+# struct kvm_irq_routing { __u32 nr, flags; struct kvm_irq_routing_entry entries[]; }: the ioctl's size is the
+# header's; each entry is { __u32 gsi, type, flags, pad; union { irqchip {irqchip, pin}; msi {address_lo,
+# address_hi, data, pad}; __u32 pad[8]; } } = 48 bytes
+KVM_SET_GSI_ROUTING = _iow(0x6A, 8)
+ROUTING_ENTRY_SIZE = 48
+KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQ_ROUTING_MSI = 1, 2
+KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_IOAPIC = 0, 1, 2
 KVM_IOEVENTFD_FLAG_DATAMATCH, KVM_IOEVENTFD_FLAG_PIO, KVM_IOEVENTFD_FLAG_DEASSIGN = 1, 2, 4
 KVM_CREATE_PIT2 = _iow(0x77, ctypes.sizeof(PitConfig))
 # vcpu ioctls

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
+import struct
 
+from virtkit.hypervisor.base import HypervisorError
 from virtkit.hypervisor.kvm import _abi
 from virtkit.hypervisor.kvm._ioctl import ioctl_buf, ioctl_int
 from virtkit.hypervisor.kvm.vcpu import KvmVcpu
@@ -46,6 +49,32 @@ class KvmVm:
         flags = 0 if assign else _abi.KVM_IOEVENTFD_FLAG_DEASSIGN
         event = _abi.IoEventFd(addr=address, len=length, fd=fd, flags=flags)
         ioctl_buf(self._fd, _abi.KVM_IOEVENTFD, event, "KVM_IOEVENTFD")
+
+    def set_msi_routes(self, routes: dict[int, tuple[int, int]]) -> None:
+        """Route each GSI in ``routes`` to an MSI (address, data). KVM_SET_GSI_ROUTING replaces the whole
+        table, so the in-kernel irqchip's default routes (GSI 0-15 to PIC and IOAPIC, 16-23 to the IOAPIC)
+        go in first, as KVM sets them up itself."""
+        entries = bytearray()
+        for gsi in range(24):
+            entries += struct.pack("<IIII", gsi, _abi.KVM_IRQ_ROUTING_IRQCHIP, 0, 0)
+            entries += struct.pack("<II24x", _abi.KVM_IRQCHIP_IOAPIC, gsi)
+            if gsi < 16:
+                chip = _abi.KVM_IRQCHIP_PIC_MASTER if gsi < 8 else _abi.KVM_IRQCHIP_PIC_SLAVE
+                entries += struct.pack("<IIII", gsi, _abi.KVM_IRQ_ROUTING_IRQCHIP, 0, 0)
+                entries += struct.pack("<II24x", chip, gsi % 8)
+        for gsi, (address, data) in sorted(routes.items()):
+            entries += struct.pack("<IIII", gsi, _abi.KVM_IRQ_ROUTING_MSI, 0, 0)
+            entries += struct.pack("<III20x", address & 0xFFFFFFFF, address >> 32, data)
+        count = len(entries) // _abi.ROUTING_ENTRY_SIZE
+        buf = bytearray(struct.pack("<II", count, 0)) + entries
+        try:
+            fcntl.ioctl(self._fd, _abi.KVM_SET_GSI_ROUTING, buf, True)
+        except OSError as e:
+            raise HypervisorError(f"KVM_SET_GSI_ROUTING failed: {e.strerror}") from e
+
+    def set_irqfd(self, gsi: int, fd: int, assign: bool = True) -> None:
+        flags = 0 if assign else _abi.KVM_IRQFD_FLAG_DEASSIGN
+        ioctl_buf(self._fd, _abi.KVM_IRQFD, _abi.IrqFd(fd=fd, gsi=gsi, flags=flags), "KVM_IRQFD")
 
     def create_vcpu(self, index: int) -> KvmVcpu:
         fd = ioctl_int(self._fd, _abi.KVM_CREATE_VCPU, index, "KVM_CREATE_VCPU")
