@@ -179,3 +179,94 @@ static void rng_bench(u64 n) {                   /* n requests of 64 bytes, one 
     puts("rngbench: done\n");
     puts("rngbench: requests="); putdec(n); puts(" msi="); putdec(msi_irqs - msi_before); putc('\n');
 }
+
+/* --- virtio-console with MULTIPORT: the handshake Linux does, then echo what the host sends on port 1 --- */
+struct vq {
+    struct vq_desc desc[QSIZE];
+    volatile u16 avail[3 + QSIZE];
+    u16 pad[5];
+    volatile u32 used[1 + 2 * QSIZE + 1];
+    u16 next_desc, seen_used;
+} __attribute__((aligned(4096)));
+static struct vq cq[6];
+static u8 cbuf[6][QSIZE][64] __attribute__((aligned(64)));
+
+static void cq_offer(u32 q, u8 *buf, u32 len, u16 flags) {
+    struct vq *v = &cq[q];
+    u16 d = v->next_desc++ % QSIZE;
+    v->desc[d] = (struct vq_desc){ (u64)buf, len, flags, 0 };
+    v->avail[2 + (v->avail[1] % QSIZE)] = d;
+    __asm__ volatile("" ::: "memory");
+    v->avail[1] = (u16)(v->avail[1] + 1);
+    *(volatile u16 *)(vnotify + q * vnotify_mult) = (u16)q;
+}
+
+static void cq_send(u32 q, const u8 *data, u32 len) {
+    struct vq *v = &cq[q];
+    u8 *buf = cbuf[q][v->next_desc % QSIZE];
+    for (u32 i = 0; i < len && i < 64; i++) buf[i] = data[i];
+    cq_offer(q, buf, len, 0);
+}
+
+static void control(u32 id, u16 event, u16 value) {
+    u8 m[8] = { (u8)id, (u8)(id >> 8), (u8)(id >> 16), (u8)(id >> 24), (u8)event, (u8)(event >> 8),
+                (u8)value, (u8)(value >> 8) };
+    cq_send(3, m, 8);
+}
+
+static int cq_used(u32 q, u32 *id, u32 *len) {     /* the next used element of queue q, if any */
+    struct vq *v = &cq[q];
+    if ((u16)(v->used[0] >> 16) == v->seen_used) return 0;
+    u32 slot = v->seen_used++ % QSIZE;
+    *id = v->used[1 + 2 * slot]; *len = v->used[2 + 2 * slot];
+    return 1;
+}
+
+static void vconsole_test(void) {
+    int slot = virtio_find(0x1043);
+    if (slot < 0 || !virtio_setup((u32)slot)) { puts("vconsole: no device\n"); return; }
+    vcommon->device_status = 0; vcommon->device_status = 3;
+    vcommon->driver_feature_select = 1; vcommon->driver_feature = 1;
+    vcommon->driver_feature_select = 0; vcommon->driver_feature = 2;          /* MULTIPORT */
+    vcommon->device_status = 0xb;
+    puts("vconsole: queues="); putdec(vcommon->num_queues);
+    puts(" max_nr_ports="); putdec(*(volatile u32 *)(vbar + 0x2000 + 4)); putc('\n');
+    for (u32 q = 0; q < 6; q++) {
+        vcommon->queue_select = (u16)q; vcommon->queue_size = QSIZE; vcommon->queue_msix_vector = 0xffff;
+        u64 d = (u64)cq[q].desc, a = (u64)cq[q].avail, u = (u64)cq[q].used;
+        vcommon->queue_desc_lo = (u32)d; vcommon->queue_desc_hi = 0;
+        vcommon->queue_driver_lo = (u32)a; vcommon->queue_driver_hi = 0;
+        vcommon->queue_device_lo = (u32)u; vcommon->queue_device_hi = 0;
+        vcommon->queue_enable = 1;
+    }
+    vcommon->device_status = 0xf;
+    for (u32 i = 0; i < QSIZE; i++) cq_offer(2, cbuf[2][i], 64, 2);       /* control receive buffers */
+    cq_offer(4, cbuf[4][0], 64, 2);                                          /* port 1 receive buffer */
+    control(0, 0, 1);                                                        /* DEVICE_READY */
+    int named = 0, host_open = 0, console = 0;
+    for (u32 spin = 0; !(named && host_open && console) && spin < 2000000; spin++) {
+        u32 id, len;
+        if (!cq_used(2, &id, &len)) { __asm__ volatile("pause"); continue; }
+        u8 *m = (u8 *)cq[2].desc[id % QSIZE].addr;
+        u32 port = m[0]; u16 event = (u16)(m[4] | m[5] << 8), value = (u16)(m[6] | m[7] << 8);
+        if (event == 1) { control(port, 3, 1); }                             /* DEVICE_ADD -> PORT_READY */
+        else if (event == 4) { console = 1; control(port, 6, 1); }          /* CONSOLE_PORT -> PORT_OPEN */
+        else if (event == 7) {                                               /* PORT_NAME */
+            puts("vconsole: port"); putdec(port); puts(" name=");
+            for (u32 i = 8; i < len; i++) putc((char)m[i]);
+            putc('\n');
+            named = 1;
+            control(port, 6, 1);                                             /* a process opens it */
+        } else if (event == 6 && port == 1 && value) host_open = 1;
+    }
+    puts(named && host_open && console ? "vconsole: ready\n" : "vconsole: handshake FAILED\n");
+    cq_send(1, (const u8 *)"hvc0 says hi\r\n", 14);                          /* the console port */
+    u32 id, len;
+    u32 spin = 0;
+    while (!cq_used(4, &id, &len) && spin++ < 50000000) __asm__ volatile("pause");
+    if (spin >= 50000000) { puts("vconsole: nothing from the host\n"); return; }
+    u8 reply[64] = "echo:";
+    for (u32 i = 0; i < len && i < 58; i++) reply[5 + i] = cbuf[4][0][i];
+    cq_send(5, reply, 5 + len);
+    puts("vconsole: got "); putdec(len); puts(" bytes\n");
+}

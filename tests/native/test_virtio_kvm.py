@@ -4,6 +4,7 @@ virtio-rng round trip with an MSI-X interrupt, and a hostile driver that cannot 
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,3 +52,31 @@ def test_hostile_driver_only_gets_the_device_reset(boot: Callable[..., Boot], te
     assert re.search(r"hostile: after: status=0x0f used=1 bytes=64 nonzero=1 msi=1\n", text), text
     stats = b.runner.last_statistics
     assert stats is not None and stats.device_errors == 0
+
+
+def test_virtio_console_handshake_and_agent_port_echo(
+    boot: Callable[..., Boot], test_kernels: dict[str, Path], tmp_path: Path
+) -> None:
+    """The test kernel does Linux's MULTIPORT handshake, then echoes what arrives on the agent port; the
+    host side is the unix socket AgentClient uses."""
+    sock_path = tmp_path / "agent.sock"
+    b = boot(test_kernels["bzimage"], "console=ttyS0 vconsole reset", on_reset="exit", agent_socket=sock_path)
+    b.wait_for("vconsole: ready", 60)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect(str(sock_path))
+        s.sendall(b"ping\n")
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = s.recv(100)
+            assert chunk, f"the agent socket closed:\n{b.text()}"
+            reply += chunk
+    assert reply == b"echo:ping\n"
+    assert b.wait(60) == Outcome("reset", "i8042 reset")
+    text = b.text()
+    assert "pci: 00:0x01.0 0x1af4:0x1043 class=0x078000\n" in text  # virtio-console, before virtio-rng
+    assert "vconsole: queues=6 max_nr_ports=2\n" in text
+    assert "vconsole: port1 name=org.qemu.guest_agent.0\n" in text
+    assert "hvc0 says hi" in text  # port 0, the console port, reaches the console log
+    assert "vconsole: got 5 bytes\n" in text
+    assert not sock_path.exists()  # the VMM removed its socket when it ended
