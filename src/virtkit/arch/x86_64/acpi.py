@@ -1,7 +1,7 @@
 """Minimal ACPI tables so a guest can power off and has a power button: RSDP, XSDT, FACS, FADT (legacy PM1
 registers, no SMI so always in ACPI mode, the fixed-hardware power button, SCI on IRQ 9) and a DSDT holding
-only ``\\_S5_``. No MADT: interrupt routing stays what it is without ACPI (8259 PIC), which keeps part 1 to
-one vCPU; part 2 adds the MADT with SMP.
+``\\_S5_`` (plus, from part 2, the PCI root bridge: see aml.py). A MADT only with more than one vCPU: one vCPU
+keeps the 8259 set-up part 1 measured.
 
 Linux powers off by writing SLP_TYP(S5) | SLP_EN to PM1a_CNT; the ``AcpiPm`` device turns that into an exit.
 """
