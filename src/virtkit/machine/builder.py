@@ -72,16 +72,9 @@ def build(
     try:
         vm = create_vm(hypervisor, memory)
         entry = load_guest(memory, kernel, cmdline, initrd_data, config)
-        pio, mmio, com1 = attach_devices(vm, console)
         features = tuple(paravirt_features(guest_cpuid(hypervisor.supported_cpuid(), 0, 1, config.paravirt)))
-        vmm = Vmm(vm, memory, pio, mmio, com1, entry.protocol, features)
-        pio.insert(i8042.I8042(lambda: vmm.finish(Outcome("reset", "i8042 reset"))), i8042.PORT_BASE,
-                   i8042.PORT_LENGTH)  # fmt: skip
-        if config.acpi:
-            sci = IrqLine(acpi.SCI_IRQ, vm.set_irq_line)
-            pm = acpi_pm.AcpiPm(acpi.S5_SLP_TYP, lambda: vmm.finish(Outcome("poweroff", "ACPI S5")), sci)
-            pio.insert(pm, acpi_pm.PORT_BASE, acpi_pm.PORT_LENGTH)
-            vmm.power_button = pm.press_power_button
+        vmm = Vmm(vm, memory, Bus("pio", 0x10000), Bus("mmio", 1 << 48), entry.protocol, features)
+        attach_devices(vmm, config, console)
         create_vcpus(vmm, hypervisor, config, entry)
         return vmm
     except BaseException:
@@ -146,13 +139,19 @@ def load_guest(
     return write_boot_info(memory, kernel, cmdline, initrd, e820_map(ram), rsdp)
 
 
-def attach_devices(vm: Vm, console: Callable[[bytes], None]) -> tuple[Bus, Bus, serial.Serial]:
-    pio = Bus("pio", 0x10000)
-    mmio = Bus("mmio", 1 << 48)
-    com1 = serial.Serial(IrqLine(serial.IRQ_COM1, vm.set_irq_line), console)
-    pio.insert(com1, serial.PORT_COM1, 8)
+def attach_devices(vmm: Vmm, config: VmmConfig, console: Callable[[bytes], None]) -> None:
+    """COM1, the CMOS stand-in, the i8042 (its reset line ends or restarts the machine) and, with ACPI, the
+    PM1 registers (S5 powers off; the power button raises the SCI)."""
+    vm, pio = vmm.vm, vmm.pio
+    vmm.serial = serial.Serial(IrqLine(serial.IRQ_COM1, vm.set_irq_line), console)
+    pio.insert(vmm.serial, serial.PORT_COM1, 8)
     pio.insert(cmos.Cmos(), cmos.PORT_BASE, cmos.PORT_LENGTH)
-    return pio, mmio, com1
+    pio.insert(i8042.I8042(lambda: vmm.finish(Outcome("reset", "i8042 reset"))), i8042.PORT_BASE, i8042.PORT_LENGTH)
+    if config.acpi:
+        sci = IrqLine(acpi.SCI_IRQ, vm.set_irq_line)
+        pm = acpi_pm.AcpiPm(acpi.S5_SLP_TYP, lambda: vmm.finish(Outcome("poweroff", "ACPI S5")), sci)
+        pio.insert(pm, acpi_pm.PORT_BASE, acpi_pm.PORT_LENGTH)
+        vmm.power_button = pm.press_power_button
 
 
 def create_vcpus(vmm: Vmm, hypervisor: Hypervisor, config: VmmConfig, entry: Entry) -> None:
