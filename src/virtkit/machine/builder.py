@@ -69,6 +69,7 @@ def build(
     initrd_data = read_initrd(config.initrd)
     memory = GuestMemory.anonymous(layout.ram_layout(config.memory_mib * MIB))
     vm: Vm | None = None
+    vmm: Vmm | None = None
     try:
         vm = create_vm(hypervisor, memory)
         entry = load_guest(memory, kernel, cmdline, initrd_data, config)
@@ -78,9 +79,12 @@ def build(
         create_vcpus(vmm, hypervisor, config, entry)
         return vmm
     except BaseException:
-        if vm is not None:
-            vm.close()
-        memory.close()
+        if vmm is not None:
+            vmm.close()  # vCPUs, VM and memory
+        else:
+            if vm is not None:
+                vm.close()
+            memory.close()
         raise
 
 
@@ -158,6 +162,7 @@ def create_vcpus(vmm: Vmm, hypervisor: Hypervisor, config: VmmConfig, entry: Ent
     supported = hypervisor.supported_cpuid()
     for index in range(config.vcpus):
         vcpu = vmm.vm.create_vcpu(index)
+        vmm.add_vcpu_thread(VcpuThread(vcpu, vmm.dispatcher, vmm.finish))  # from here on Vmm.close() closes it
         vcpu.set_cpuid(guest_cpuid(supported, index, config.vcpus, config.paravirt))
         with contextlib.suppress(HypervisorError):
             vcpu.set_msrs(regs.boot_msrs())  # KVM-PVM refuses some; the guest copes with reset values
@@ -165,4 +170,3 @@ def create_vcpus(vmm: Vmm, hypervisor: Hypervisor, config: VmmConfig, entry: Ent
         apic_base = vcpu.get_special_registers().apic_base
         vcpu.set_special_registers(regs.special_registers(entry.long_mode, apic_base))
         vcpu.set_registers(regs.entry_registers(entry.rip, rsi=entry.rsi, rbx=entry.rbx))
-        vmm.add_vcpu_thread(VcpuThread(vcpu, vmm.dispatcher, vmm.finish))
