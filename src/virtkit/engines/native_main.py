@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -21,13 +20,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from virtkit.errors import VirtkitError
 from virtkit.hypervisor.kvm import Kvm
 from virtkit.machine.config import VmmConfig
 from virtkit.machine.console import ConsoleSink
-from virtkit.machine.control import ConsoleServer, ControlServer
 from virtkit.machine.runner import Runner
+
+if TYPE_CHECKING:
+    from virtkit.machine.control import UnixServer
 
 EXIT_OK, EXIT_CRASHED, EXIT_BAD_INPUT = 0, 1, 2
 CTRL_A = 0x01
@@ -129,7 +131,7 @@ def run(args: argparse.Namespace, on_runner: Callable[[Runner], None] | None = N
     if args.console == "stdio":
         console.add_listener(_stdout_writer)
     runner = Runner(config, Kvm, console)
-    servers: list[ControlServer | ConsoleServer] = []
+    servers: list[UnixServer] = []
     previous = {}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -138,10 +140,14 @@ def run(args: argparse.Namespace, on_runner: Callable[[Runner], None] | None = N
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         previous[sig] = signal.signal(sig, on_signal)
     try:
-        if args.control:
-            servers.append(ControlServer(args.control, runner))
-        if args.console_socket:
-            servers.append(ConsoleServer(args.console_socket, runner))
+        if args.control or args.console_socket:
+            # imported only when asked for: start-up time counts under nested virtualization
+            from virtkit.machine.control import ConsoleServer, ControlServer
+
+            if args.control:
+                servers.append(ControlServer(args.control, runner))
+            if args.console_socket:
+                servers.append(ConsoleServer(args.console_socket, runner))
         if args.stdin:
             threading.Thread(target=pump_stdin, args=(runner, sys.stdin.fileno()), name="stdin", daemon=True).start()
         if on_runner is not None:
@@ -153,6 +159,8 @@ def run(args: argparse.Namespace, on_runner: Callable[[Runner], None] | None = N
             return EXIT_BAD_INPUT
         timings = {"python_start": startup, **runner.timings}
         if args.stats_json and runner.last_statistics is not None:
+            import json
+
             args.stats_json.write_text(
                 json.dumps(
                     {
