@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from virtkit.errors import VirtkitError
 from virtkit.hypervisor.kvm import Kvm
 from virtkit.machine.config import VmmConfig
-from virtkit.machine.console import ConsoleSink
+from virtkit.machine.console import ConsoleSink, StreamWriter
 from virtkit.machine.runner import Runner
 
 if TYPE_CHECKING:
@@ -115,10 +115,6 @@ def summary(runner: Runner, timings: dict[str, float]) -> str:
     return "; ".join(parts)
 
 
-def _stdout_writer(data: bytes) -> None:
-    os.write(sys.stdout.fileno(), data)
-
-
 def run(args: argparse.Namespace, on_runner: Callable[[Runner], None] | None = None) -> int:
     """Run the VMM in this process (the main thread must call it); returns the exit status."""
     startup = process_age()
@@ -128,8 +124,9 @@ def run(args: argparse.Namespace, on_runner: Callable[[Runner], None] | None = N
         print(f"virtkit-native: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     console = ConsoleSink(args.console_log)
-    if args.console == "stdio":
-        console.add_listener(_stdout_writer)
+    stdout = StreamWriter(sys.stdout.fileno()) if args.console == "stdio" else None
+    if stdout is not None:
+        console.add_listener(stdout)
     runner = Runner(config, Kvm, console)
     servers: list[UnixServer] = []
     previous = {}
@@ -171,11 +168,15 @@ def run(args: argparse.Namespace, on_runner: Callable[[Runner], None] | None = N
                     }
                 )
             )
+        if stdout is not None:
+            stdout.close()  # the guest's last words before ours
         print(f"virtkit-native: {outcome.kind}: {outcome.reason} ({summary(runner, timings)})", file=sys.stderr)
         return EXIT_CRASHED if outcome.kind == "crashed" else EXIT_OK
     finally:
         for server in servers:
             server.close()
+        if stdout is not None:
+            stdout.close()
         console.close()
         for sig, handler in previous.items():
             with contextlib.suppress(TypeError, ValueError):
