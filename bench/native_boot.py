@@ -7,7 +7,9 @@ vCPU, the serial console on a pipe. The kernel prints its report, then writes po
 - time to first UART byte: from starting the process to the first byte on its stdout;
 - PIO exit round trips per second: N / (time between the two bench lines), seen from the host;
 - private host memory: USS of the halted VMM process, and USS beyond guest RAM (the guest RAM mapping's own
-  private pages subtracted, from /proc/PID/smaps).
+  private pages subtracted, from /proc/PID/smaps); PSS and RSS beside them. USS counts a page only when no
+  other process maps it: QEMU's binary and libraries stop counting while other QEMUs run on the host, the
+  interpreter's while other Pythons do, so compare the two within one run and read PSS too.
 
 Runs alternate (native, QEMU, native, ...) so drift hits both. Medians and ratios are printed, JSON goes to
 bench/results/native_boot.json. The nested part (unmodified Linux in an L1 guest) is the harness's.
@@ -111,6 +113,8 @@ def one_run(command: list[str], exits: int, env: dict[str, str]) -> dict[str, fl
         "pio_exits_per_s": exits / (done - start),
         "uss_mib": info.uss / (1 << 20),
         "uss_beyond_guest_ram_mib": (info.uss - guest_kib * 1024) / (1 << 20),
+        "pss_mib": info.pss / (1 << 20),
+        "rss_mib": info.rss / (1 << 20),
     }
 
 
