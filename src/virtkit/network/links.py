@@ -131,6 +131,10 @@ def create_tap(ipr: IPRoute, name: str, master: int | None) -> Link:
     return require(ipr, name, "TAP")
 
 
+# MACVLAN_MODE_* from if_link.h (pyroute2 has no name for passthrough).
+MACVTAP_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthrough": 8}
+
+
 def create_macvtap(ipr: IPRoute, name: str, parent: str, mode: str, mac: str) -> Link:
     lower = require(ipr, parent, "host interface")
     link = get(ipr, name)
@@ -138,7 +142,8 @@ def create_macvtap(ipr: IPRoute, name: str, parent: str, mode: str, mac: str) ->
         raise HostError(f"{name!r} exists and is not a macvtap device", hint="stop whatever created it")
     if link is None:
         try:
-            ipr.link("add", ifname=name, kind="macvtap", link=lower.index, macvtap_mode=mode, address=mac)
+            ipr.link("add", ifname=name, kind="macvtap", link=lower.index, macvtap_mode=MACVTAP_MODES[mode],
+                     address=mac)
         except NetlinkError as e:
             hint = "passthrough takes the whole NIC: only one guest can use it" if mode == "passthrough" else None
             raise HostError(f"cannot create macvtap {name!r} on {parent!r}: {e}", hint=hint) from e
