@@ -48,7 +48,7 @@ def parse_network_arg(text: str) -> NetworkArg:
                     raise ValueError(f"unknown option {o!r}: use mode={'|'.join(MACVTAP_MODES)}")
                 mode = val
             return NetworkArg("direct", check_ifname(iface), mode)
-        if NETWORK_NAME_RE.match(t):
+        if NETWORK_NAME_RE.fullmatch(t):
             return NetworkArg("network", t)
         raise ValueError(f"{t!r} is not a network name")
     except ValueError as e:
@@ -70,7 +70,7 @@ _PUBLISH_RE = re.compile(r"^(\d{1,5}):(\d{1,5})(?:/(tcp|udp))?$")
 
 def parse_publish(text: str) -> Publish:
     """``HOSTPORT:GUESTPORT[/tcp|udp]``."""
-    m = _PUBLISH_RE.match(text.strip())
+    m = _PUBLISH_RE.fullmatch(text.strip())
     hint = "use --publish HOSTPORT:GUESTPORT[/tcp|udp], e.g. --publish 8080:80"
     if not m:
         raise ConfigError(f"--publish {text!r} is not HOSTPORT:GUESTPORT[/tcp|udp]", hint=hint)
@@ -86,8 +86,11 @@ def _h(text: str, n: int) -> str:
 
 
 def stable_mac(vm: str, index: int) -> str:
-    """The same MAC for the same VM and NIC index, every boot (52:54:00 + 3 hash bytes)."""
-    h = _h(f"virtkit-nic:{vm}/{index}", 6)
+    """The same MAC for the same VM and NIC index, every boot (52:54:00 + 3 hash bytes).
+
+    The same formula as the QEMU engine's own ``stable_mac``, so a NIC has one MAC whoever picks it.
+    """
+    h = _h(f"{vm}/{index}", 6)
     return f"{defaults.MAC_PREFIX}:{h[0:2]}:{h[2:4]}:{h[4:6]}"
 
 

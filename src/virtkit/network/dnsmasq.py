@@ -26,7 +26,7 @@ _SAFE = re.compile(r"^[A-Za-z0-9_.:/-]+$")
 
 def _safe(value: object) -> str:
     s = str(value)
-    if not _SAFE.match(s):
+    if not _SAFE.fullmatch(s):
         raise ValueError(f"{s!r} cannot go into a dnsmasq configuration")
     return s
 

@@ -552,4 +552,4 @@ def _host(vm: str) -> str | None:
     """The VM name as a DNS label, when it is one."""
     from virtkit.network.spec import HOSTNAME_RE
 
-    return vm if HOSTNAME_RE.match(vm) else None
+    return vm if HOSTNAME_RE.fullmatch(vm) else None

@@ -27,7 +27,7 @@ MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 
 def check_ifname(v: str) -> str:
     """An interface name: 1-15 chars (IFNAMSIZ-1), letters, digits, '_', '.', '-', not '.' or '..'."""
-    if not IFNAME_RE.match(v) or v in (".", ".."):
+    if not IFNAME_RE.fullmatch(v) or v in (".", ".."):
         raise ValueError(
             f"{v!r} is not a valid interface name: use 1-15 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit"
@@ -37,7 +37,7 @@ def check_ifname(v: str) -> str:
 
 def check_mac(v: str) -> str:
     v = v.lower()
-    if not MAC_RE.match(v):
+    if not MAC_RE.fullmatch(v):
         raise ValueError(f"{v!r} is not a MAC address like 52:54:00:12:34:56")
     if int(v[:2], 16) & 1:
         raise ValueError(f"{v!r} is a multicast MAC; use a unicast one such as 52:54:00:...")
@@ -63,7 +63,7 @@ class DhcpHost(_Frozen):
     @field_validator("hostname")
     @classmethod
     def _hostname(cls, v: str | None) -> str | None:
-        if v is not None and not HOSTNAME_RE.match(v):
+        if v is not None and not HOSTNAME_RE.fullmatch(v):
             raise ValueError(f"{v!r} is not a valid host name: use letters, digits and '-', at most 63")
         return v
 
@@ -101,7 +101,7 @@ class NetworkSpec(_Frozen):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not NETWORK_NAME_RE.match(v):
+        if not NETWORK_NAME_RE.fullmatch(v):
             raise ValueError(
                 f"{v!r} is not a valid network name: use 1-32 letters, digits, '_' or '-', "
                 "starting with a letter or digit"
@@ -116,7 +116,7 @@ class NetworkSpec(_Frozen):
     @field_validator("domain")
     @classmethod
     def _domain(cls, v: str | None) -> str | None:
-        if v is not None and not DOMAIN_RE.match(v):
+        if v is not None and not DOMAIN_RE.fullmatch(v):
             raise ValueError(f"{v!r} is not a valid DNS domain: use labels of letters, digits and '-'")
         return v
 

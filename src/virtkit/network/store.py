@@ -38,9 +38,9 @@ def spec_from_dict(data: Any, source: str) -> NetworkSpec:
         return NetworkSpec.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "definition"
+        where = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{source}: {where}: {msg}", hint="fix that field and define the network again") from e
+        raise ConfigError(f"{source}: {where + ': ' if where else ''}{msg}", hint="fix that field and define the network again") from e
 
 
 class NetworkStore:
