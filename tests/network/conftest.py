@@ -100,7 +100,9 @@ class Namespaces:
             ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
         return name
 
-    def run(self, ns: str, *cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, ns: str, *cmd: str, check: bool = True, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
         p = subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, timeout=timeout)
         if check and p.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} in {ns} failed ({p.returncode}): {p.stderr}{p.stdout}")
@@ -181,11 +183,24 @@ def build_world(nss: Namespaces, tmp: Path, bridged: bool = False, outside_dhcp:
     if outside_dhcp:
         d = tmp / "outside-dhcp"
         d.mkdir()
-        nss.spawn(out, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
-                  "--interface=eth0", "--bind-interfaces", "--dhcp-range=203.0.113.100,203.0.113.150,1h",
-                  f"--dhcp-leasefile={d}/leases", f"--pid-file={d}/pid", "--dhcp-option=option:router,203.0.113.1")
-    wait_for(lambda: nss.ok(host, "timeout", "5", "busybox", "wget", "-q", "-O", "-", f"http://{OUT_IP}/"), 10,
-             "the outside HTTP server")
+        nss.spawn(
+            out,
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--interface=eth0",
+            "--bind-interfaces",
+            "--dhcp-range=203.0.113.100,203.0.113.150,1h",
+            f"--dhcp-leasefile={d}/leases",
+            f"--pid-file={d}/pid",
+            "--dhcp-option=option:router,203.0.113.1",
+        )
+    wait_for(
+        lambda: nss.ok(host, "timeout", "5", "busybox", "wget", "-q", "-O", "-", f"http://{OUT_IP}/"),
+        10,
+        "the outside HTTP server",
+    )
     # dnsmasq drops to nobody and rereads its files on SIGHUP: the state dir must be traversable (pytest's is 0700).
     state = Path(tempfile.mkdtemp(prefix="vkt-state-"))
     state.chmod(0o755)
@@ -209,8 +224,24 @@ class Guest:
     mac: str
 
     def dhcp(self, timeout: int = 15) -> str | None:
-        p = self.nss.run(self.ns, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", str(timeout), "-T", "1",
-                         "-s", str(HERE / "udhcpc.sh"), check=False, timeout=timeout + 10)
+        p = self.nss.run(
+            self.ns,
+            "busybox",
+            "udhcpc",
+            "-i",
+            "eth0",
+            "-n",
+            "-q",
+            "-f",
+            "-t",
+            str(timeout),
+            "-T",
+            "1",
+            "-s",
+            str(HERE / "udhcpc.sh"),
+            check=False,
+            timeout=timeout + 10,
+        )
         if p.returncode != 0:
             return None
         return self.ip()
@@ -232,15 +263,27 @@ class Guest:
 def fake_guest(world: World, name: str, kind: str, target: str, mac: str) -> Guest:
     """A guest namespace wired to the VM's TAP/macvtap through a frame copier (what QEMU does)."""
     gns = world.nss.create(name)
-    p = world.nss.spawn(None, sys.executable, str(HERE / "fakeguest.py"), world.host, gns, kind, target, mac,
-                        stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(SRC)})
+    p = world.nss.spawn(
+        None,
+        sys.executable,
+        str(HERE / "fakeguest.py"),
+        world.host,
+        gns,
+        kind,
+        target,
+        mac,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+    )
     assert p.stdout is not None
     line = p.stdout.readline()
     assert line.strip() == "ready", f"fake guest {name} did not start"
     return Guest(world.nss, gns, mac)
 
 
-def plug(world: World, m: NetworkManager, vm: str, net: str, index: int = 0, publish: tuple[str, ...] = ()) -> Guest:
+def plug(
+    world: World, m: NetworkManager, vm: str, net: str, index: int = 0, publish: tuple[str, ...] = ()
+) -> Guest:
     nic = m.attach_nic(vm, index, net, publish)
     assert nic.ifname and nic.mac
     if nic.kind == "macvtap":

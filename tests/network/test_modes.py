@@ -28,11 +28,20 @@ def test_isolated_guests_and_host_only(nss: Namespaces, tmp_path: Path) -> None:
     w = build_world(nss, tmp_path)
     before = nss.snapshot(w.host)
     m = w.manager()
-    m.define(NetworkSpec.model_validate({"name": "iso", "mode": "isolated", "bridge": "vkiso0",
-                                         "subnet": "10.77.0.1/24", "dhcp_start": "10.77.0.10",
-                                         "dhcp_end": "10.77.0.50", "domain": "iso.test",
-                                         "hosts": [{"mac": stable_mac("iso-a", 0), "ip": "10.77.0.42",
-                                                    "hostname": "alpha"}]}))
+    m.define(
+        NetworkSpec.model_validate(
+            {
+                "name": "iso",
+                "mode": "isolated",
+                "bridge": "vkiso0",
+                "subnet": "10.77.0.1/24",
+                "dhcp_start": "10.77.0.10",
+                "dhcp_end": "10.77.0.50",
+                "domain": "iso.test",
+                "hosts": [{"mac": stable_mac("iso-a", 0), "ip": "10.77.0.42", "hostname": "alpha"}],
+            }
+        )
+    )
     m.start("iso")
     a, b = plug(w, m, "iso-a", "iso"), plug(w, m, "iso-b", "iso")
     ip_a, ip_b = a.dhcp(), b.dhcp()

@@ -8,6 +8,7 @@ new one adopts it through the pid file.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -117,8 +118,15 @@ def parse_leases(text: str) -> list[Lease]:
             continue
         if not isinstance(ip, ipaddress.IPv4Address):
             continue
-        leases.append(Lease(expiry, parts[1].lower(), ip, None if parts[3] == "*" else parts[3],
-                            None if len(parts) < 5 or parts[4] == "*" else parts[4]))
+        leases.append(
+            Lease(
+                expiry,
+                parts[1].lower(),
+                ip,
+                None if parts[3] == "*" else parts[3],
+                None if len(parts) < 5 or parts[4] == "*" else parts[4],
+            )
+        )
     return leases
 
 
@@ -136,13 +144,21 @@ def read_pid(path: Path, conf: Path) -> int | None:
 
 def start(paths: Paths, preexec: Callable[[], None] | None, binary: str = "dnsmasq") -> int:
     try:
-        p = subprocess.run([binary, f"--conf-file={paths.conf}"], capture_output=True, text=True,
-                           preexec_fn=preexec, timeout=30, check=False)
+        p = subprocess.run(
+            [binary, f"--conf-file={paths.conf}"],
+            capture_output=True,
+            text=True,
+            preexec_fn=preexec,
+            timeout=30,
+            check=False,
+        )
     except FileNotFoundError as e:
         raise HostError("dnsmasq is not installed", hint="apt-get install dnsmasq-base") from e
     if p.returncode != 0:
-        raise HostError(f"dnsmasq did not start: {p.stderr.strip()}",
-                        hint="another DHCP/DNS server may hold ports 53/67 on that bridge")
+        raise HostError(
+            f"dnsmasq did not start: {p.stderr.strip()}",
+            hint="another DHCP/DNS server may hold ports 53/67 on that bridge",
+        )
     # The parent exits after the daemon has written its pid file.
     for _ in range(100):
         pid = read_pid(paths.pid, paths.conf)
@@ -173,7 +189,5 @@ def stop(pid: int, timeout: float = 5.0) -> None:
         except OSError:
             return
         time.sleep(0.02)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

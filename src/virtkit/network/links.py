@@ -38,8 +38,14 @@ def _kind(msg: Any) -> str | None:
 
 
 def _to_link(msg: Any) -> Link:
-    return Link(msg["index"], _attr(msg, "IFLA_IFNAME"), _kind(msg), _attr(msg, "IFLA_MASTER"),
-                bool(msg["flags"] & 1), _attr(msg, "IFLA_ADDRESS"))
+    return Link(
+        msg["index"],
+        _attr(msg, "IFLA_IFNAME"),
+        _kind(msg),
+        _attr(msg, "IFLA_MASTER"),
+        bool(msg["flags"] & 1),
+        _attr(msg, "IFLA_ADDRESS"),
+    )
 
 
 def links(ipr: IPRoute) -> list[Link]:
@@ -62,8 +68,10 @@ def get(ipr: IPRoute, name: str) -> Link | None:
 def require(ipr: IPRoute, name: str, what: str) -> Link:
     link = get(ipr, name)
     if link is None:
-        raise HostError(f"{what} {name!r} does not exist on this host",
-                        hint=f"create it first or pick an existing one ({', '.join(sorted(names(ipr)))})")
+        raise HostError(
+            f"{what} {name!r} does not exist on this host",
+            hint=f"create it first or pick an existing one ({', '.join(sorted(names(ipr)))})",
+        )
     return link
 
 
@@ -86,18 +94,27 @@ def ensure_bridge(ipr: IPRoute, name: str, mac: str) -> Link:
                 raise HostError(f"cannot create bridge {name!r}: {e}") from e
         link = require(ipr, name, "bridge")
     elif link.kind != "bridge":
-        raise HostError(f"{name!r} exists and is a {link.kind or 'plain'} link, not a bridge",
-                        hint="pick another bridge name for the network")
+        raise HostError(
+            f"{name!r} exists and is a {link.kind or 'plain'} link, not a bridge",
+            hint="pick another bridge name for the network",
+        )
     _up(ipr, link.index)
     return link
 
 
 def ensure_address(ipr: IPRoute, index: int, addr: ipaddress.IPv4Interface) -> None:
-    have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(family=socket.AF_INET, index=index)}
+    have = {
+        (a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(family=socket.AF_INET, index=index)
+    }
     if (str(addr.ip), addr.network.prefixlen) in have:
         return
-    ipr.addr("add", index=index, address=str(addr.ip), prefixlen=addr.network.prefixlen,
-             broadcast=str(addr.network.broadcast_address))
+    ipr.addr(
+        "add",
+        index=index,
+        address=str(addr.ip),
+        prefixlen=addr.network.prefixlen,
+        broadcast=str(addr.network.broadcast_address),
+    )
 
 
 def delete(ipr: IPRoute, name: str) -> bool:
@@ -142,10 +159,20 @@ def create_macvtap(ipr: IPRoute, name: str, parent: str, mode: str, mac: str) ->
         raise HostError(f"{name!r} exists and is not a macvtap device", hint="stop whatever created it")
     if link is None:
         try:
-            ipr.link("add", ifname=name, kind="macvtap", link=lower.index, macvtap_mode=MACVTAP_MODES[mode],
-                     address=mac)
+            ipr.link(
+                "add",
+                ifname=name,
+                kind="macvtap",
+                link=lower.index,
+                macvtap_mode=MACVTAP_MODES[mode],
+                address=mac,
+            )
         except NetlinkError as e:
-            hint = "passthrough takes the whole NIC: only one guest can use it" if mode == "passthrough" else None
+            hint = (
+                "passthrough takes the whole NIC: only one guest can use it"
+                if mode == "passthrough"
+                else None
+            )
             raise HostError(f"cannot create macvtap {name!r} on {parent!r}: {e}", hint=hint) from e
         link = require(ipr, name, "macvtap")
     _up(ipr, link.index)

@@ -7,6 +7,7 @@ started. Every step is idempotent, so ``start`` also repairs a half-started netw
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import ipaddress
 import json
@@ -114,9 +115,9 @@ class NetworkManager:
     def _nics_file(self, vm: str) -> Path:
         return self.run_root / "nics" / f"{vm}.json"
 
-    def _attachments(self, vm: str | None = None) -> list[Attachment]:
+    def _attachments(self, vm: str | None = None) -> builtins.list[Attachment]:
         files = [self._nics_file(vm)] if vm else sorted((self.run_root / "nics").glob("*.json"))
-        out: list[Attachment] = []
+        out: builtins.list[Attachment] = []
         for f in files:
             try:
                 out += [Attachment(**a) for a in json.loads(f.read_text())]
@@ -124,7 +125,7 @@ class NetworkManager:
                 continue
         return out
 
-    def _save_attachments(self, vm: str, items: list[Attachment]) -> None:
+    def _save_attachments(self, vm: str, items: builtins.list[Attachment]) -> None:
         f = self._nics_file(vm)
         if items:
             atomic_write(f, json.dumps([asdict(a) for a in items], indent=2))
@@ -148,11 +149,15 @@ class NetworkManager:
             if other.name == spec.name:
                 continue
             if spec.routed and other.routed and spec.bridge == other.bridge:
-                raise ConfigError(f"bridge {spec.bridge!r} already belongs to network {other.name!r}",
-                                  hint="pick another bridge name")
-            if (spec.subnet and other.subnet and spec.subnet.network.overlaps(other.subnet.network)):
-                raise ConfigError(f"subnet {spec.subnet.network} overlaps network {other.name!r} "
-                                  f"({other.subnet.network})", hint="pick a subnet no other network uses")
+                raise ConfigError(
+                    f"bridge {spec.bridge!r} already belongs to network {other.name!r}",
+                    hint="pick another bridge name",
+                )
+            if spec.subnet and other.subnet and spec.subnet.network.overlaps(other.subnet.network):
+                raise ConfigError(
+                    f"subnet {spec.subnet.network} overlaps network {other.name!r} ({other.subnet.network})",
+                    hint="pick a subnet no other network uses",
+                )
         self.store.save(spec)
         return spec
 
@@ -162,9 +167,13 @@ class NetworkManager:
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
-            raise ConfigError(f"{path} does not exist", hint="pass the path of a network definition (JSON)") from None
+            raise ConfigError(
+                f"{path} does not exist", hint="pass the path of a network definition (JSON)"
+            ) from None
         except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON ({e})", hint="write the definition as a JSON object") from e
+            raise ConfigError(
+                f"{path}: not valid JSON ({e})", hint="write the definition as a JSON object"
+            ) from e
         return self.define(spec_from_dict(data, str(path)))
 
     def undefine(self, name: str) -> None:
@@ -190,23 +199,37 @@ class NetworkManager:
                 link = links.get(ipr, spec.bridge)
             parts["bridge"] = link is not None and link.kind == "bridge"
             parts["nftables"] = self.nft.has_table(name)
-            if spec.dhcp_start is not None or spec.domain is not None or True:
-                p = self._paths(name)
-                pid = dnsmasq.read_pid(p.pid, p.conf)
-                parts["dnsmasq"] = pid is not None
+            # dnsmasq runs for every routed network: DNS on the bridge even without DHCP.
+            p = self._paths(name)
+            pid = dnsmasq.read_pid(p.pid, p.conf)
+            parts["dnsmasq"] = pid is not None
         marker = self._marker(name).exists()
         if spec.routed:
             up = sum(parts.values())
-            state: State = "active" if up == len(parts) else "inactive" if up == 0 and not marker else "degraded"
+            state: State = (
+                "active" if up == len(parts) else "inactive" if up == 0 and not marker else "degraded"
+            )
         else:
             state = "active" if marker else "inactive"
         rng = f"{spec.dhcp_start}-{spec.dhcp_end}" if spec.dhcp_start else None
         fw = [f"{f.host_port}->{f.guest_ip}:{f.guest_port}/{f.proto}" for f in spec.forwards]
-        return NetworkInfo(spec.name, spec.mode, state, spec.autostart, spec.bridge, spec.interface,
-                           str(spec.subnet) if spec.subnet else None, rng, spec.domain, fw, parts, pid,
-                           DIRECT_NOTE if spec.mode == "direct" else None)
+        return NetworkInfo(
+            spec.name,
+            spec.mode,
+            state,
+            spec.autostart,
+            spec.bridge,
+            spec.interface,
+            str(spec.subnet) if spec.subnet else None,
+            rng,
+            spec.domain,
+            fw,
+            parts,
+            pid,
+            DIRECT_NOTE if spec.mode == "direct" else None,
+        )
 
-    def list(self, all: bool = False) -> list[NetworkInfo]:
+    def list(self, all: bool = False) -> builtins.list[NetworkInfo]:
         infos = [self.info(n) for n in self.store.names()]
         return infos if all else [i for i in infos if i.active]
 
@@ -236,8 +259,10 @@ class NetworkManager:
     def _require_bridge(self, ipr: Any, name: str) -> links.Link:
         link = links.require(ipr, name, "bridge")
         if link.kind != "bridge":
-            raise HostError(f"{name!r} is a {link.kind or 'plain'} link, not a bridge",
-                            hint="create a bridge (e.g. br0) holding the host NIC and use that")
+            raise HostError(
+                f"{name!r} is a {link.kind or 'plain'} link, not a bridge",
+                hint="create a bridge (e.g. br0) holding the host NIC and use that",
+            )
         return link
 
     def _start_routed(self, spec: NetworkSpec) -> None:
@@ -248,9 +273,12 @@ class NetworkManager:
         with ns.ipr(self.netns) as ipr:
             existing = links.get(ipr, spec.bridge)
             if existing is not None and existing.kind != "bridge":
-                raise HostError(f"{spec.bridge!r} exists and is not a bridge", hint="pick another bridge name")
-            clash = links.overlapping(spec.subnet.network, links.routes(ipr),
-                                      existing.index if existing else None)
+                raise HostError(
+                    f"{spec.bridge!r} exists and is not a bridge", hint="pick another bridge name"
+                )
+            clash = links.overlapping(
+                spec.subnet.network, links.routes(ipr), existing.index if existing else None
+            )
             if clash is not None:
                 with_dev = ""
                 if clash.oif:
@@ -268,22 +296,30 @@ class NetworkManager:
         self.nft.apply(ruleset(spec, self._extra_forwards(spec)))
         self._write_dnsmasq(spec, restart=True)
 
-    def _reservations(self, spec: NetworkSpec) -> list[DhcpHost]:
+    def _reservations(self, spec: NetworkSpec) -> builtins.list[DhcpHost]:
         hosts = list(spec.hosts)
         macs = {h.mac for h in hosts}
         for a in self._attachments():
             if a.network == spec.name and a.reserved_ip and a.mac not in macs:
-                hosts.append(DhcpHost(mac=a.mac, ip=ipaddress.IPv4Address(a.reserved_ip), hostname=_host(a.vm)))
+                hosts.append(
+                    DhcpHost(mac=a.mac, ip=ipaddress.IPv4Address(a.reserved_ip), hostname=_host(a.vm))
+                )
         return hosts
 
-    def _extra_forwards(self, spec: NetworkSpec) -> list[PortForward]:
+    def _extra_forwards(self, spec: NetworkSpec) -> builtins.list[PortForward]:
         out = []
         for a in self._attachments():
             if a.network == spec.name and a.reserved_ip:
                 for text in a.publish:
                     p = _publish(text)
-                    out.append(PortForward(proto=p.proto, host_port=p.host_port,
-                                           guest_ip=ipaddress.IPv4Address(a.reserved_ip), guest_port=p.guest_port))
+                    out.append(
+                        PortForward(
+                            proto=p.proto,
+                            host_port=p.host_port,
+                            guest_ip=ipaddress.IPv4Address(a.reserved_ip),
+                            guest_port=p.guest_port,
+                        )
+                    )
         return out
 
     def _write_dnsmasq(self, spec: NetworkSpec, restart: bool) -> None:
@@ -335,7 +371,7 @@ class NetworkManager:
         if not any(run.iterdir()):
             run.rmdir()
 
-    def autostart_all(self) -> list[str]:
+    def autostart_all(self) -> builtins.list[str]:
         """Start every autostart network that is not fully up (the daemon calls this when it starts)."""
         started = []
         for spec in self.store.all():
@@ -344,7 +380,7 @@ class NetworkManager:
                 started.append(spec.name)
         return started
 
-    def adopt(self) -> list[NetworkInfo]:
+    def adopt(self) -> builtins.list[NetworkInfo]:
         """Repair networks marked active whose parts went missing (a dnsmasq that died, a lost table)."""
         out = []
         for name in self.store.names():
@@ -356,11 +392,14 @@ class NetworkManager:
 
     # ---- leases and addresses ----------------------------------------------------------------------------
 
-    def leases(self, name: str) -> list[dnsmasq.Lease]:
+    def leases(self, name: str) -> builtins.list[dnsmasq.Lease]:
         spec = self.store.load(name)
         if not spec.routed:
-            raise ConfigError(f"network {name!r} is a {spec.mode} network: the outside network's DHCP server "
-                              "holds its leases", hint="use `virtkit domifaddr VM` (agent or ARP)")
+            raise ConfigError(
+                f"network {name!r} is a {spec.mode} network: the outside network's DHCP server "
+                "holds its leases",
+                hint="use `virtkit domifaddr VM` (agent or ARP)",
+            )
         try:
             text = self._paths(name).leases.read_text()
         except FileNotFoundError:
@@ -368,7 +407,7 @@ class NetworkManager:
         now = int(time.time())
         return [lease for lease in dnsmasq.parse_leases(text) if lease.expiry == 0 or lease.expiry > now]
 
-    def domifaddr(self, vm: str) -> list[IfAddr]:
+    def domifaddr(self, vm: str) -> builtins.list[IfAddr]:
         """Addresses of a VM's NICs from DHCP leases, then reservations, then the ARP table."""
         out = []
         arp: dict[str, ipaddress.IPv4Address] | None = None
@@ -395,8 +434,9 @@ class NetworkManager:
 
     # ---- VM NICs -----------------------------------------------------------------------------------------
 
-    def attach_nic(self, vm: str, index: int, network_arg: str | NetworkArg,
-                   publish: Sequence[str | Publish] = ()) -> NicSpec:
+    def attach_nic(
+        self, vm: str, index: int, network_arg: str | NetworkArg, publish: Sequence[str | Publish] = ()
+    ) -> NicSpec:
         """Create the TAP (or macvtap) for NIC ``index`` of ``vm`` and plug it in; returns what the engine needs."""
         arg = parse_network_arg(network_arg) if isinstance(network_arg, str) else network_arg
         pubs = [p if isinstance(p, Publish) else _publish(p) for p in publish]
@@ -408,16 +448,20 @@ class NetworkManager:
             spec = self.store.load(arg.name)
             if self.info(spec.name).state != "active":
                 if not spec.autostart:
-                    raise ConfigError(f"network {spec.name!r} is not active",
-                                      hint=f"start it: virtkit net-start {spec.name}")
+                    raise ConfigError(
+                        f"network {spec.name!r} is not active",
+                        hint=f"start it: virtkit net-start {spec.name}",
+                    )
                 self.start(spec.name)
             if spec.mode == "bridge":
                 arg = NetworkArg("bridge", spec.bridge)
             elif spec.mode == "direct":
                 arg = NetworkArg("direct", spec.interface, spec.macvtap_mode)
         if pubs and not (arg.kind == "network" and self.store.load(str(arg.name)).mode == "nat"):
-            raise ConfigError("--publish needs a NIC on a nat network",
-                              hint="guests on bridge and direct networks are reachable at their own address")
+            raise ConfigError(
+                "--publish needs a NIC on a nat network",
+                hint="guests on bridge and direct networks are reachable at their own address",
+            )
         with self._lock():
             self._detach(vm, index)
             att = self._plug(vm, index, arg, mac, pubs)
@@ -432,7 +476,9 @@ class NetworkManager:
                 raise
         return NicSpec(kind=att.kind, ifname=att.ifname, mac=att.mac)
 
-    def _plug(self, vm: str, index: int, arg: NetworkArg, mac: str, pubs: list[Publish]) -> Attachment:
+    def _plug(
+        self, vm: str, index: int, arg: NetworkArg, mac: str, pubs: builtins.list[Publish]
+    ) -> Attachment:
         with ns.ipr(self.netns) as ipr:
             if arg.kind == "direct":
                 assert arg.name is not None
@@ -457,24 +503,38 @@ class NetworkManager:
             br = self._require_bridge(ipr, spec.bridge)
             name = tap_name(vm, index)
             links.create_tap(ipr, name, br.index)
-            return Attachment(vm, index, "tap", name, mac, spec.name, bridge=spec.bridge,
-                              reserved_ip=str(reserved) if reserved else None, publish=[str(p) for p in pubs])
+            return Attachment(
+                vm,
+                index,
+                "tap",
+                name,
+                mac,
+                spec.name,
+                bridge=spec.bridge,
+                reserved_ip=str(reserved) if reserved else None,
+                publish=[str(p) for p in pubs],
+            )
 
-    def _reserve(self, spec: NetworkSpec, mac: str, pubs: list[Publish]) -> ipaddress.IPv4Address:
+    def _reserve(self, spec: NetworkSpec, mac: str, pubs: builtins.list[Publish]) -> ipaddress.IPv4Address:
         """A fixed address for a NIC with published ports (forwards need a guest address that never changes)."""
         taken_ports = {(f.proto, f.host_port) for f in [*spec.forwards, *self._extra_forwards(spec)]}
         for p in pubs:
             if (p.proto, p.host_port) in taken_ports:
-                raise ConfigError(f"host port {p.host_port}/{p.proto} is already published on {spec.name!r}",
-                                  hint="pick another host port")
+                raise ConfigError(
+                    f"host port {p.host_port}/{p.proto} is already published on {spec.name!r}",
+                    hint="pick another host port",
+                )
         for h in spec.hosts:
             if h.mac == mac:
                 return h.ip
         if spec.dhcp_start is None or spec.dhcp_end is None or spec.subnet is None:
-            raise ConfigError(f"network {spec.name!r} has no DHCP range to reserve an address from",
-                              hint="add dhcp_start/dhcp_end to its definition")
-        used = {h.ip for h in self._reservations(spec)} | {lease.ip for lease in self.leases(spec.name)
-                                                            if lease.mac != mac}
+            raise ConfigError(
+                f"network {spec.name!r} has no DHCP range to reserve an address from",
+                hint="add dhcp_start/dhcp_end to its definition",
+            )
+        used = {h.ip for h in self._reservations(spec)} | {
+            lease.ip for lease in self.leases(spec.name) if lease.mac != mac
+        }
         for lease in self.leases(spec.name):
             if lease.mac == mac:  # keep the address the guest already had
                 return lease.ip
@@ -538,7 +598,7 @@ class NetworkManager:
         if a.device:
             Path(a.device).unlink(missing_ok=True)
 
-    def attachments(self, vm: str | None = None) -> list[Attachment]:
+    def attachments(self, vm: str | None = None) -> builtins.list[Attachment]:
         return self._attachments(vm)
 
 

@@ -64,18 +64,38 @@ def ruleset(spec: NetworkSpec, extra_forwards: Sequence[PortForward] = ()) -> li
     ]
 
     def chain(name: str, type_: str, hook: str, prio: int) -> None:
-        cmds.append({"add": {"chain": {"family": FAMILY, "table": table, "name": name, "type": type_,
-                                       "hook": hook, "prio": prio, "policy": "accept"}}})
+        cmds.append(
+            {
+                "add": {
+                    "chain": {
+                        "family": FAMILY,
+                        "table": table,
+                        "name": name,
+                        "type": type_,
+                        "hook": hook,
+                        "prio": prio,
+                        "policy": "accept",
+                    }
+                }
+            }
+        )
 
     def rule(chain_name: str, *expr: Json) -> None:
-        cmds.append({"add": {"rule": {"family": FAMILY, "table": table, "chain": chain_name, "expr": list(expr)}}})
+        cmds.append(
+            {"add": {"rule": {"family": FAMILY, "table": table, "chain": chain_name, "expr": list(expr)}}}
+        )
 
     chain("forward", "filter", "forward", 0)
     # Guests on the same bridge always reach each other (routed between bridge ports only with br_netfilter).
     rule("forward", _meta("iifname", br), _meta("oifname", br), _ACCEPT)
     if spec.mode == "nat":
-        rule("forward", _meta("oifname", br), _addr("daddr", net), _ct("state", ["established", "related"]),
-             _ACCEPT)
+        rule(
+            "forward",
+            _meta("oifname", br),
+            _addr("daddr", net),
+            _ct("state", ["established", "related"]),
+            _ACCEPT,
+        )
         rule("forward", _meta("oifname", br), _ct("status", "dnat"), _ACCEPT)
         rule("forward", _meta("iifname", br), _addr("saddr", net), _ACCEPT)
     rule("forward", _meta("iifname", br), _REJECT)
@@ -117,13 +137,22 @@ class Nft:
 
     def _run(self, args: list[str], stdin: str | None = None) -> str:
         try:
-            p = subprocess.run([self._binary, "-j", *args], input=stdin, capture_output=True, text=True,
-                               preexec_fn=self._preexec, timeout=30, check=False)
+            p = subprocess.run(
+                [self._binary, "-j", *args],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                preexec_fn=self._preexec,
+                timeout=30,
+                check=False,
+            )
         except FileNotFoundError as e:
             raise HostError("nft is not installed", hint="apt-get install nftables") from e
         if p.returncode != 0:
-            raise HostError(f"nft failed: {p.stderr.strip() or p.stdout.strip()}",
-                            hint="check that the kernel has nf_tables and that virtkit runs as root")
+            raise HostError(
+                f"nft failed: {p.stderr.strip() or p.stdout.strip()}",
+                hint="check that the kernel has nf_tables and that virtkit runs as root",
+            )
         return p.stdout
 
     def apply(self, cmds: list[Json]) -> None:

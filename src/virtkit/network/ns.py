@@ -30,8 +30,10 @@ _libc = ctypes.CDLL(None, use_errno=True)
 def check_exists(netns: str | None) -> None:
     # pyroute2 creates a missing namespace on demand; a typo must not conjure up an empty one.
     if netns is not None and not (NETNS_DIR / netns).exists():
-        raise HostError(f"network namespace {netns!r} does not exist",
-                        hint=f"create it first (ip netns add {netns}) or pass another one")
+        raise HostError(
+            f"network namespace {netns!r} does not exist",
+            hint=f"create it first (ip netns add {netns}) or pass another one",
+        )
 
 
 def enter(netns: str | None) -> None:

@@ -20,8 +20,10 @@ NETWORK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 # Linux allows almost anything in IFNAMSIZ-1 bytes; we allow what every tool quotes safely.
 IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
-                       r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+DOMAIN_RE = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+)
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 
 
@@ -160,15 +162,19 @@ class NetworkSpec(_Frozen):
         if net.prefixlen > 30:
             raise ValueError(f"subnet {self.subnet} is too small: use a prefix of /30 or shorter")
         if self.subnet.ip in (net.network_address, net.broadcast_address):
-            raise ValueError(f"subnet {self.subnet}: the bridge address must be a host address, e.g. {net[1]}")
+            raise ValueError(
+                f"subnet {self.subnet}: the bridge address must be a host address, e.g. {net[1]}"
+            )
         if not net.is_private:
-            raise ValueError(f"subnet {self.subnet} is not a private range (use e.g. 192.168.x.1/24 or 10.x.y.1/24)")
+            raise ValueError(
+                f"subnet {self.subnet} is not a private range (use e.g. 192.168.x.1/24 or 10.x.y.1/24)"
+            )
         if (self.dhcp_start is None) != (self.dhcp_end is None):
             raise ValueError("set both dhcp_start and dhcp_end, or neither (no DHCP)")
         if self.dhcp_start is not None and self.dhcp_end is not None:
-            for f, ip in (("dhcp_start", self.dhcp_start), ("dhcp_end", self.dhcp_end)):
+            for what, ip in (("dhcp_start", self.dhcp_start), ("dhcp_end", self.dhcp_end)):
                 if ip not in net or ip in (net.network_address, net.broadcast_address):
-                    raise ValueError(f"{f} {ip} is not a host address inside {net}")
+                    raise ValueError(f"{what} {ip} is not a host address inside {net}")
             if int(self.dhcp_start) > int(self.dhcp_end):
                 raise ValueError(f"dhcp_start {self.dhcp_start} is after dhcp_end {self.dhcp_end}")
         seen_mac: set[str] = set()

@@ -40,7 +40,10 @@ def spec_from_dict(data: Any, source: str) -> NetworkSpec:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{source}: {where + ': ' if where else ''}{msg}", hint="fix that field and define the network again") from e
+        raise ConfigError(
+            f"{source}: {where + ': ' if where else ''}{msg}",
+            hint="fix that field and define the network again",
+        ) from e
 
 
 class NetworkStore:
@@ -67,8 +70,10 @@ class NetworkStore:
         try:
             data = json.loads(p.read_text())
         except FileNotFoundError:
-            raise ConfigError(f"network {name!r} is not defined",
-                              hint="see `virtkit net-list --all`, or define it with `virtkit net-define FILE`") from None
+            raise ConfigError(
+                f"network {name!r} is not defined",
+                hint="see `virtkit net-list --all`, or define it with `virtkit net-define FILE`",
+            ) from None
         except json.JSONDecodeError as e:
             raise ConfigError(f"{p}: not valid JSON ({e})", hint="fix or remove that file") from e
         return spec_from_dict(data, str(p))

@@ -14,15 +14,18 @@ from virtkit.network.args import (
 )
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("default", NetworkArg("network", "default")),
-    ("lab-1", NetworkArg("network", "lab-1")),
-    ("bridge=br0", NetworkArg("bridge", "br0")),
-    ("direct=eth0", NetworkArg("direct", "eth0", "bridge")),
-    ("direct=enp3s0,mode=vepa", NetworkArg("direct", "enp3s0", "vepa")),
-    ("direct=eth1,mode=passthrough", NetworkArg("direct", "eth1", "passthrough")),
-    ("none", NetworkArg("none")),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("default", NetworkArg("network", "default")),
+        ("lab-1", NetworkArg("network", "lab-1")),
+        ("bridge=br0", NetworkArg("bridge", "br0")),
+        ("direct=eth0", NetworkArg("direct", "eth0", "bridge")),
+        ("direct=enp3s0,mode=vepa", NetworkArg("direct", "enp3s0", "vepa")),
+        ("direct=eth1,mode=passthrough", NetworkArg("direct", "eth1", "passthrough")),
+        ("none", NetworkArg("none")),
+    ],
+)
 def test_network_args(text: str, expected: NetworkArg) -> None:
     assert parse_network_arg(text) == expected
 
@@ -33,15 +36,18 @@ def test_direct_says_host_cannot_reach_guest() -> None:
     assert parse_network_arg("default").note is None
 
 
-@pytest.mark.parametrize("text,msg", [
-    ("bridge=br 0", "not a valid interface name"),
-    ("bridge=", "not a valid interface name"),
-    ("direct=eth0,mode=loud", "unknown option 'mode=loud'"),
-    ("direct=eth0,promisc", "unknown option 'promisc'"),
-    ("direct=averyveryverylongnic", "not a valid interface name"),
-    ("my net", "not a network name"),
-    ("bridge=br0\nx", "not a valid interface name"),
-])
+@pytest.mark.parametrize(
+    "text,msg",
+    [
+        ("bridge=br 0", "not a valid interface name"),
+        ("bridge=", "not a valid interface name"),
+        ("direct=eth0,mode=loud", "unknown option 'mode=loud'"),
+        ("direct=eth0,promisc", "unknown option 'promisc'"),
+        ("direct=averyveryverylongnic", "not a valid interface name"),
+        ("my net", "not a network name"),
+        ("bridge=br0\nx", "not a valid interface name"),
+    ],
+)
 def test_bad_network_args(text: str, msg: str) -> None:
     with pytest.raises(ConfigError, match=msg) as e:
         parse_network_arg(text)

@@ -17,16 +17,26 @@ def test_default_config_golden() -> None:
 
 
 def test_isolated_config_golden() -> None:
-    spec = NetworkSpec.model_validate({"name": "iso", "mode": "isolated", "bridge": "vkiso0",
-                                       "subnet": "10.77.0.1/24", "dhcp_start": "10.77.0.10",
-                                       "dhcp_end": "10.77.0.50", "domain": "iso.test"})
+    spec = NetworkSpec.model_validate(
+        {
+            "name": "iso",
+            "mode": "isolated",
+            "bridge": "vkiso0",
+            "subnet": "10.77.0.1/24",
+            "dhcp_start": "10.77.0.10",
+            "dhcp_end": "10.77.0.50",
+            "domain": "iso.test",
+        }
+    )
     paths = dnsmasq.Paths.under(Path("/var/lib/virtkit/run/net/iso"))
     assert dnsmasq.config(spec, paths) == (GOLDEN / "dnsmasq-isolated.conf").read_text()
 
 
 def test_hosts_files() -> None:
-    hosts = [DhcpHost(mac="52:54:00:00:00:01", ip=ipaddress.IPv4Address("10.0.0.5"), hostname="web"),
-             DhcpHost(mac="52:54:00:00:00:02", ip=ipaddress.IPv4Address("10.0.0.6"))]
+    hosts = [
+        DhcpHost(mac="52:54:00:00:00:01", ip=ipaddress.IPv4Address("10.0.0.5"), hostname="web"),
+        DhcpHost(mac="52:54:00:00:00:02", ip=ipaddress.IPv4Address("10.0.0.6")),
+    ]
     assert dnsmasq.hostsfile(hosts) == "52:54:00:00:00:01,10.0.0.5,web\n52:54:00:00:00:02,10.0.0.6\n"
     assert dnsmasq.dns_hosts(hosts) == "10.0.0.5 web\n"
     assert dnsmasq.hostsfile([]) == ""

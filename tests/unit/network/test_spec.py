@@ -9,8 +9,14 @@ from virtkit.network.spec import IFNAME_RE, NetworkSpec, check_ifname, default_n
 
 
 def nat(**kw: object) -> NetworkSpec:
-    base: dict[str, object] = {"name": "n1", "mode": "nat", "bridge": "vkbr1", "subnet": "10.9.0.1/24",
-                               "dhcp_start": "10.9.0.10", "dhcp_end": "10.9.0.20"}
+    base: dict[str, object] = {
+        "name": "n1",
+        "mode": "nat",
+        "bridge": "vkbr1",
+        "subnet": "10.9.0.1/24",
+        "dhcp_start": "10.9.0.10",
+        "dhcp_end": "10.9.0.20",
+    }
     return NetworkSpec.model_validate({**base, **kw})
 
 
@@ -25,8 +31,26 @@ def test_good_interface_names(name: str) -> None:
     assert check_ifname(name) == name
 
 
-@pytest.mark.parametrize("name", ["", "x" * 16, "br 0", 'br"0', "br0;", "br0\n", "br0#", "-br", ".", "..", "br/0",
-                                  "br,0", "br=0", "bré", "br0}"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "x" * 16,
+        "br 0",
+        'br"0',
+        "br0;",
+        "br0\n",
+        "br0#",
+        "-br",
+        ".",
+        "..",
+        "br/0",
+        "br,0",
+        "br=0",
+        "bré",
+        "br0}",
+    ],
+)
 def test_bad_interface_names(name: str) -> None:
     with pytest.raises(ValueError, match="not a valid interface name"):
         check_ifname(name)
@@ -42,29 +66,39 @@ def test_accepted_interface_names_carry_no_syntax(s: str) -> None:
     assert not set(s) & set(" \t\n\r\"'#,;={}[]/\\$`")
 
 
-@pytest.mark.parametrize("field,value,msg", [
-    ("name", "a b", "not a valid network name"),
-    ("name", "x" * 33, "not a valid network name"),
-    ("bridge", "virbr0\nserver=1.2.3.4", "not a valid interface name"),
-    ("domain", "lan\naddress=/#/1.2.3.4", "not a valid DNS domain"),
-    ("domain", "lan,x", "not a valid DNS domain"),
-    ("subnet", "8.8.8.1/24", "not a private range"),
-    ("subnet", "10.9.0.0/24", "must be a host address"),
-    ("subnet", "10.9.0.1/31", "too small"),
-    ("dhcp_start", "10.9.1.10", "not a host address inside 10.9.0.0/24"),
-    ("dhcp_end", "10.9.0.5", "after dhcp_end"),
-])
+@pytest.mark.parametrize(
+    "field,value,msg",
+    [
+        ("name", "a b", "not a valid network name"),
+        ("name", "x" * 33, "not a valid network name"),
+        ("bridge", "virbr0\nserver=1.2.3.4", "not a valid interface name"),
+        ("domain", "lan\naddress=/#/1.2.3.4", "not a valid DNS domain"),
+        ("domain", "lan,x", "not a valid DNS domain"),
+        ("subnet", "8.8.8.1/24", "not a private range"),
+        ("subnet", "10.9.0.0/24", "must be a host address"),
+        ("subnet", "10.9.0.1/31", "too small"),
+        ("dhcp_start", "10.9.1.10", "not a host address inside 10.9.0.0/24"),
+        ("dhcp_end", "10.9.0.5", "after dhcp_end"),
+    ],
+)
 def test_bad_values_name_the_problem(field: str, value: str, msg: str) -> None:
     with pytest.raises(ValidationError, match=msg):
         nat(**{field: value})
 
 
 def test_reservations_and_forwards() -> None:
-    s = nat(hosts=[{"mac": "52:54:00:AA:BB:CC", "ip": "10.9.0.50", "hostname": "web"}],
-            forwards=[{"host_port": 8080, "guest_ip": "10.9.0.50", "guest_port": 80}])
+    s = nat(
+        hosts=[{"mac": "52:54:00:AA:BB:CC", "ip": "10.9.0.50", "hostname": "web"}],
+        forwards=[{"host_port": 8080, "guest_ip": "10.9.0.50", "guest_port": 80}],
+    )
     assert s.hosts[0].mac == "52:54:00:aa:bb:cc" and s.forwards[0].proto == "tcp"
     with pytest.raises(ValidationError, match="repeats a MAC"):
-        nat(hosts=[{"mac": "52:54:00:00:00:01", "ip": "10.9.0.50"}, {"mac": "52:54:00:00:00:01", "ip": "10.9.0.51"}])
+        nat(
+            hosts=[
+                {"mac": "52:54:00:00:00:01", "ip": "10.9.0.50"},
+                {"mac": "52:54:00:00:00:01", "ip": "10.9.0.51"},
+            ]
+        )
     with pytest.raises(ValidationError, match="not a free host address"):
         nat(hosts=[{"mac": "52:54:00:00:00:01", "ip": "10.9.0.1"}])
     with pytest.raises(ValidationError, match="multicast"):
@@ -72,8 +106,12 @@ def test_reservations_and_forwards() -> None:
     with pytest.raises(ValidationError, match="not a valid host name"):
         nat(hosts=[{"mac": "52:54:00:00:00:01", "ip": "10.9.0.50", "hostname": "a,b"}])
     with pytest.raises(ValidationError, match="forwarded twice"):
-        nat(forwards=[{"host_port": 80, "guest_ip": "10.9.0.5", "guest_port": 80},
-                      {"host_port": 80, "guest_ip": "10.9.0.6", "guest_port": 80}])
+        nat(
+            forwards=[
+                {"host_port": 80, "guest_ip": "10.9.0.5", "guest_port": 80},
+                {"host_port": 80, "guest_ip": "10.9.0.6", "guest_port": 80},
+            ]
+        )
     with pytest.raises(ValidationError, match="port forwards need a nat network"):
         nat(mode="isolated", forwards=[{"host_port": 80, "guest_ip": "10.9.0.5", "guest_port": 80}])
     with pytest.raises(ValidationError, match="less than or equal to 65535"):

@@ -26,7 +26,7 @@ def test_load_errors_name_the_file_and_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="network 'nope' is not defined"):
         s.load("nope")
     (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(ConfigError, match="bad.json: not valid JSON"):
+    with pytest.raises(ConfigError, match=r"bad\.json: not valid JSON"):
         s.load("bad")
     (tmp_path / "bad.json").write_text(json.dumps({"name": "bad", "mode": "nat", "bridge": "b 1"}))
     with pytest.raises(ConfigError, match=r"bad.json: bridge: 'b 1' is not a valid interface name"):
@@ -49,7 +49,9 @@ def test_define_refuses_overlaps_and_shared_bridges(tmp_path: Path) -> None:
         m.define(NetworkSpec.model_validate({"name": "n2", "bridge": "virbr0", "subnet": "10.5.0.1/24"}))
     m.define(NetworkSpec.model_validate({"name": "n2", "bridge": "vk2", "subnet": "10.5.0.1/24"}))
     # Redefining a network with itself is an update, not an overlap.
-    m.define(NetworkSpec.model_validate({"name": "n2", "bridge": "vk2", "subnet": "10.5.0.1/24", "domain": "lab"}))
+    m.define(
+        NetworkSpec.model_validate({"name": "n2", "bridge": "vk2", "subnet": "10.5.0.1/24", "domain": "lab"})
+    )
     assert m.store.load("n2").domain == "lab"
 
 
@@ -59,7 +61,7 @@ def test_define_file_errors(tmp_path: Path) -> None:
         m.define_file(tmp_path / "missing.json")
     f = tmp_path / "n.json"
     f.write_text(json.dumps({"name": "n", "mode": "isolated", "bridge": "vkn", "subnet": "8.8.8.1/24"}))
-    with pytest.raises(ConfigError, match="n.json: subnet 8.8.8.1/24 is not a private range"):
+    with pytest.raises(ConfigError, match=r"n\.json: subnet 8\.8\.8\.1/24 is not a private range"):
         m.define_file(f)
 
 
