@@ -113,7 +113,7 @@ class Namespaces:
 
     def spawn(self, ns: str | None, *cmd: str, **kw: object) -> subprocess.Popen[str]:
         argv = ["ip", "netns", "exec", ns, *cmd] if ns else list(cmd)
-        p = subprocess.Popen(argv, text=True, **kw)  # type: ignore[call-overload]
+        p: subprocess.Popen[str] = subprocess.Popen(argv, text=True, **kw)  # type: ignore[call-overload]
         self.procs.append(p)
         return p
 

@@ -53,7 +53,7 @@ class Vm:
         return self.sh(script, timeout)[0] == 0
 
     def ip(self) -> str | None:
-        code, out = self.sh("ip -4 -o addr show dev eth0")
+        _code, out = self.sh("ip -4 -o addr show dev eth0")
         for word in out.split():
             if "/" in word and word[0].isdigit():
                 return word.split("/")[0]
