@@ -243,8 +243,8 @@ def main() -> int:
             for g in guests:
                 g.machine.destroy()
             guests = []
-            lvm = NetworkManager(netns=lv_ns, state_dir=state)
-            guests = boot_pair(lv_ns, lvm, "bridge=virbr0", work, "lv")
+            with NetworkManager(netns=lv_ns, state_dir=state) as lvm:
+                guests = boot_pair(lv_ns, lvm, "bridge=virbr0", work, "lv")
             lv_tp = throughput(guests, args.mib)
             result["guest_to_guest"] = {
                 "mib": args.mib,
@@ -263,9 +263,11 @@ def main() -> int:
             g.machine.destroy()
         for vm in {a.vm for a in m.attachments()}:
             m.detach_vm(vm)
-        for lvm_vm in {a.vm for a in NetworkManager(netns=lv_ns, state_dir=state).attachments()}:
-            NetworkManager(netns=lv_ns, state_dir=state).detach_vm(lvm_vm)
+        with NetworkManager(netns=lv_ns, state_dir=state) as lvm:
+            for vm in {a.vm for a in lvm.attachments()}:
+                lvm.detach_vm(vm)
         m.stop("default")
+        m.close()
         if lv is not None:
             try:
                 assert lv.stdin is not None

@@ -38,7 +38,9 @@ def no_leaked_qemu() -> Iterator[None]:
     before = {p.pid for p in psutil.process_iter(["name"]) if "qemu-system" in (p.info["name"] or "")}
     yield
     leaked = [
-        p for p in psutil.process_iter(["name"]) if "qemu-system" in (p.info["name"] or "") and p.pid not in before
+        p
+        for p in psutil.process_iter(["name"])
+        if "qemu-system" in (p.info["name"] or "") and p.pid not in before
     ]
     for p in leaked:
         p.kill()

@@ -50,8 +50,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImage]:
         start = time.monotonic()
         img = build_image("tiny")
         cold = time.monotonic() - start
-        print(f"\n[tiny] cold build {cold:.1f}s, kernel {img.kernel_version}, "
-              f"initrd {img.initrd.stat().st_size / 2**20:.1f} MiB, total {img.size_bytes / 2**20:.1f} MiB")
+        print(
+            f"\n[tiny] cold build {cold:.1f}s, kernel {img.kernel_version}, "
+            f"initrd {img.initrd.stat().st_size / 2**20:.1f} MiB, total {img.size_bytes / 2**20:.1f} MiB"
+        )
         yield BuiltImage(img, home, cold)
 
 
@@ -78,18 +80,24 @@ class Guest:
             if READY in self.console():
                 return time.monotonic() - self.started
             if self.proc.poll() is not None:
-                pytest.fail(f"QEMU exited ({self.proc.returncode}) before ready; console:\n"
-                            f"{self.console()[-3000:].decode(errors='replace')}")
+                pytest.fail(
+                    f"QEMU exited ({self.proc.returncode}) before ready; console:\n"
+                    f"{self.console()[-3000:].decode(errors='replace')}"
+                )
             time.sleep(0.1)
-        pytest.fail(f"no ready marker within {timeout}s; console:\n{self.console()[-3000:].decode(errors='replace')}")
+        pytest.fail(
+            f"no ready marker within {timeout}s; console:\n{self.console()[-3000:].decode(errors='replace')}"
+        )
 
     def wait_exit(self, timeout: float) -> float:
         start = time.monotonic()
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"QEMU still running {timeout}s later; console tail:\n"
-                        f"{self.console()[-2000:].decode(errors='replace')}")
+            pytest.fail(
+                f"QEMU still running {timeout}s later; console tail:\n"
+                f"{self.console()[-2000:].decode(errors='replace')}"
+            )
         return time.monotonic() - start
 
 
@@ -99,17 +107,40 @@ def boot(img: Image, workdir: Path, netdev: str) -> Iterator[Guest]:
     agent_sock, qmp_sock = workdir / "qga.sock", workdir / "qmp.sock"
     console_sock, serial_log = workdir / "console.sock", workdir / "serial.log"
     argv = [
-        "qemu-system-x86_64", "-machine", "pc,accel=tcg", "-m", "256", "-nodefaults", "-no-user-config",
-        "-display", "none", "-no-reboot",
-        "-kernel", str(img.kernel), "-initrd", str(img.initrd), "-append", CMDLINE,
-        "-chardev", f"socket,id=ser0,path={console_sock},server=on,wait=off,logfile={serial_log}",
-        "-serial", "chardev:ser0",
-        "-chardev", f"socket,id=qga0,path={agent_sock},server=on,wait=off",
-        "-device", "virtio-serial-pci",
-        "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
-        "-device", "virtio-rng-pci",
-        "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
-        "-qmp", f"unix:{qmp_sock},server=on,wait=off",
+        "qemu-system-x86_64",
+        "-machine",
+        "pc,accel=tcg",
+        "-m",
+        "256",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-kernel",
+        str(img.kernel),
+        "-initrd",
+        str(img.initrd),
+        "-append",
+        CMDLINE,
+        "-chardev",
+        f"socket,id=ser0,path={console_sock},server=on,wait=off,logfile={serial_log}",
+        "-serial",
+        "chardev:ser0",
+        "-chardev",
+        f"socket,id=qga0,path={agent_sock},server=on,wait=off",
+        "-device",
+        "virtio-serial-pci",
+        "-device",
+        "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+        "-device",
+        "virtio-rng-pci",
+        "-netdev",
+        netdev,
+        "-device",
+        "virtio-net-pci,netdev=n0",
+        "-qmp",
+        f"unix:{qmp_sock},server=on,wait=off",
     ]
     with open(workdir / "qemu.stderr", "wb") as stderr:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
@@ -140,14 +171,37 @@ def test_image_contents(built: BuiltImage) -> None:
     img = built.image
     assert img.kernel_version.endswith("-cloud-amd64")
     names = set(cpio_mod.read_names(img.initrd))
-    for must in ("init", "bin/busybox", "bin/sh", "sbin/acpid", "sbin/udhcpc", "sbin/shutdown", "usr/sbin/qemu-ga",
-                 "lib64/ld-linux-x86-64.so.2", "lib/x86_64-linux-gnu/libglib-2.0.so.0",
-                 "lib/x86_64-linux-gnu/libc.so.6", "etc/acpi/PWRF/00000080", "usr/share/udhcpc/default.script",
-                 "dev/console", "etc/virtkit/modules"):
+    for must in (
+        "init",
+        "bin/busybox",
+        "bin/sh",
+        "sbin/acpid",
+        "sbin/udhcpc",
+        "sbin/shutdown",
+        "usr/sbin/qemu-ga",
+        "lib64/ld-linux-x86-64.so.2",
+        "lib/x86_64-linux-gnu/libglib-2.0.so.0",
+        "lib/x86_64-linux-gnu/libc.so.6",
+        "etc/acpi/PWRF/00000080",
+        "usr/share/udhcpc/default.script",
+        "dev/console",
+        "etc/virtkit/modules",
+    ):
         assert must in names, must
     mods = [n for n in names if n.endswith(".ko")]
-    for m in ("virtio_ring", "virtio", "virtio_pci", "virtio_console", "virtio_blk", "virtio_net",
-              "virtio-rng", "net_failover", "failover", "button", "evdev"):
+    for m in (
+        "virtio_ring",
+        "virtio",
+        "virtio_pci",
+        "virtio_console",
+        "virtio_blk",
+        "virtio_net",
+        "virtio-rng",
+        "net_failover",
+        "failover",
+        "button",
+        "evdev",
+    ):
         assert any(n.endswith(f"/{m}.ko") for n in mods), m
     assert img.initrd.stat().st_size < 8 * 2**20  # "tiny": measured ~3.7 MiB
     manifest = json.loads((img.kernel.parent / store.MANIFEST).read_text())
@@ -187,7 +241,9 @@ def test_boot_agent_console_and_guest_shutdown(built: BuiltImage, tmp_path: Path
                     break
                 time.sleep(0.5)
             assert "10.0.2.15" in addrs
-            assert agent.exec(["sh", "-c", "ip route | grep default"]).stdout.startswith(b"default via 10.0.2.2")
+            assert agent.exec(["sh", "-c", "ip route | grep default"]).stdout.startswith(
+                b"default via 10.0.2.2"
+            )
             # The rng device is bound: the kernel lists virtio_rng as its hardware RNG.
             rng = agent.exec(["cat", "/sys/class/misc/hw_random/rng_available"]).stdout
             assert b"virtio_rng" in rng
@@ -212,7 +268,9 @@ def _wait_console(g: Guest, needle: bytes, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while needle not in g.console():
         if time.monotonic() > deadline:
-            pytest.fail(f"{needle!r} not on the console; tail:\n{g.console()[-1500:].decode(errors='replace')}")
+            pytest.fail(
+                f"{needle!r} not on the console; tail:\n{g.console()[-1500:].decode(errors='replace')}"
+            )
         time.sleep(0.1)
 
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +91,7 @@ class Namespaces:
     made: list[str] = field(default_factory=list)
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
     dirs: list[Path] = field(default_factory=list)
+    closers: list[Callable[[], None]] = field(default_factory=list)
 
     def create(self, short: str) -> str:
         name = f"{self.prefix}-{short}"
@@ -124,6 +125,8 @@ class Namespaces:
         return {"links": links, "nft": [r for r in rules if "metainfo" not in r], "pids": pids_in(ns)}
 
     def cleanup(self) -> None:
+        for close in self.closers:
+            close()
         for p in reversed(self.procs):
             if p.poll() is None:
                 p.terminate()
@@ -158,7 +161,9 @@ class World:
     state_dir: Path
 
     def manager(self) -> NetworkManager:
-        return NetworkManager(netns=self.host, state_dir=self.state_dir)
+        m = NetworkManager(netns=self.host, state_dir=self.state_dir)
+        self.nss.closers.append(m.close)  # its netlink socket keeps the namespace alive
+        return m
 
 
 def build_world(nss: Namespaces, tmp: Path, bridged: bool = False, outside_dhcp: bool = False) -> World:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.network.conftest import HOST_IP, OUT_IP, Namespaces, build_world, plug, wait_for
 from virtkit.errors import ConfigError
-from virtkit.network import NetworkManager, NetworkSpec
+from virtkit.network import NetworkSpec
 
 pytestmark = pytest.mark.network
 
@@ -56,7 +56,7 @@ def test_start_stop_idempotent_and_adopted_by_a_new_manager(nss: Namespaces, tmp
     first = m.start("default")
     assert m.start("default").dnsmasq_pid == first.dnsmasq_pid  # a second start changes nothing
     # A new management process finds the running network.
-    m2 = NetworkManager(netns=w.host, state_dir=w.state_dir)
+    m2 = w.manager()
     info = m2.info("default")
     assert info.state == "active" and info.dnsmasq_pid == first.dnsmasq_pid
     assert [i.name for i in m2.list()] == ["default"]

@@ -13,12 +13,15 @@ import ipaddress
 import json
 import os
 import stat
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from pyroute2 import IPRoute
 
 from virtkit.config import defaults
 from virtkit.config.machine import NicSpec
@@ -100,6 +103,28 @@ class NetworkManager:
         self.run_root = root / "run" / "net"
         self.run_root.mkdir(parents=True, exist_ok=True)
         self.nft = Nft(ns.preexec(netns))
+        # One netlink socket per manager: opening one inside a namespace costs a helper process (~0.1 s).
+        self._ipr_obj: IPRoute | None = None
+        self._ipr_lock = threading.RLock()
+
+    @contextmanager
+    def _ipr(self) -> Iterator[IPRoute]:
+        with self._ipr_lock:
+            if self._ipr_obj is None:
+                self._ipr_obj = ns.ipr(self.netns)
+            yield self._ipr_obj
+
+    def close(self) -> None:
+        with self._ipr_lock:
+            if self._ipr_obj is not None:
+                self._ipr_obj.close()
+                self._ipr_obj = None
+
+    def __enter__(self) -> NetworkManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ---- files -------------------------------------------------------------------------------------------
 
@@ -195,7 +220,7 @@ class NetworkManager:
         pid = None
         if spec.routed:
             assert spec.bridge is not None
-            with ns.ipr(self.netns) as ipr:
+            with self._ipr() as ipr:
                 link = links.get(ipr, spec.bridge)
             parts["bridge"] = link is not None and link.kind == "bridge"
             parts["nftables"] = self.nft.has_table(name)
@@ -245,7 +270,7 @@ class NetworkManager:
                     self._stop_routed(spec)
                     raise
             else:
-                with ns.ipr(self.netns) as ipr:
+                with self._ipr() as ipr:
                     if spec.mode == "bridge":
                         assert spec.bridge is not None
                         self._require_bridge(ipr, spec.bridge)
@@ -270,7 +295,7 @@ class NetworkManager:
         run = self._run(spec.name)
         run.mkdir(parents=True, exist_ok=True)
         run.chmod(0o755)  # dnsmasq rereads its hosts files here as nobody on SIGHUP
-        with ns.ipr(self.netns) as ipr:
+        with self._ipr() as ipr:
             existing = links.get(ipr, spec.bridge)
             if existing is not None and existing.kind != "bridge":
                 raise HostError(
@@ -291,8 +316,9 @@ class NetworkManager:
             br = links.ensure_bridge(ipr, spec.bridge, bridge_mac(spec.name))
             links.ensure_address(ipr, br.index, spec.subnet)
         if spec.mode == "nat":
-            ns.write_sysctl(self.netns, "net/ipv4/ip_forward", "1")
-            ns.write_sysctl(self.netns, f"net/ipv4/conf/{spec.bridge}/route_localnet", "1")
+            ns.write_sysctls(
+                self.netns, {"net/ipv4/ip_forward": "1", f"net/ipv4/conf/{spec.bridge}/route_localnet": "1"}
+            )
         self.nft.apply(ruleset(spec, self._extra_forwards(spec)))
         self._write_dnsmasq(spec, restart=True)
 
@@ -357,7 +383,7 @@ class NetworkManager:
         from virtkit.network.nft import delete_table
 
         self.nft.apply(delete_table(spec.name))
-        with ns.ipr(self.netns) as ipr:
+        with self._ipr() as ipr:
             links.delete(ipr, spec.bridge)
         self._clean_run(spec.name)
 
@@ -425,7 +451,7 @@ class NetworkManager:
                     ip, source = a.reserved_ip, "reservation"
             if ip is None:
                 if arp is None:
-                    with ns.ipr(self.netns) as ipr:
+                    with self._ipr() as ipr:
                         arp = links.neighbours(ipr)
                 if a.mac in arp:
                     ip, source = str(arp[a.mac]), "arp"
@@ -479,7 +505,7 @@ class NetworkManager:
     def _plug(
         self, vm: str, index: int, arg: NetworkArg, mac: str, pubs: builtins.list[Publish]
     ) -> Attachment:
-        with ns.ipr(self.netns) as ipr:
+        with self._ipr() as ipr:
             if arg.kind == "direct":
                 assert arg.name is not None
                 name = macvtap_name(vm, index)
@@ -593,7 +619,7 @@ class NetworkManager:
                 self._refresh(self.store.load(a.network))
 
     def _unplug(self, a: Attachment) -> None:
-        with ns.ipr(self.netns) as ipr:
+        with self._ipr() as ipr:
             links.delete(ipr, a.ifname)
         if a.device:
             Path(a.device).unlink(missing_ok=True)

@@ -112,6 +112,17 @@ def write_sysctl(netns: str | None, key: str, value: str) -> None:
     call_in(netns, go)
 
 
+def write_sysctls(netns: str | None, values: dict[str, str]) -> None:
+    """Several sysctls in one helper process."""
+    items = [(Path("/proc/sys") / k, v) for k, v in values.items()]
+
+    def go() -> None:
+        for path, v in items:
+            path.write_text(v)
+
+    call_in(netns, go)
+
+
 def read_sysctl(netns: str | None, key: str) -> str:
     path = Path("/proc/sys") / key  # "net/ipv4/ip_forward": "/" because interface names may hold "."
     return call_in(netns, lambda: path.read_text().strip())

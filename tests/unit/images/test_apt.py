@@ -24,8 +24,10 @@ DEPENDS = {
     ),
 }
 URIS = {
-    "linux-image-6.1.0-57-cloud-amd64": "'http://deb.debian.org/debian-security/pool/updates/main/l/linux-signed-amd64/linux-image-6.1.0-57-cloud-amd64_6.1.192-3_amd64.deb' linux-image-6.1.0-57-cloud-amd64_6.1.192-3_amd64.deb 26705532 SHA256:" + "1" * 64,  # noqa: E501
-    "busybox-static": "'http://deb.debian.org/debian/pool/main/b/busybox/busybox-static_1.35.0-4%2bdeb12u1%2bb1_amd64.deb' busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb 928188 SHA256:" + "2" * 64,  # noqa: E501
+    "linux-image-6.1.0-57-cloud-amd64": "'http://deb.debian.org/debian-security/pool/updates/main/l/linux-signed-amd64/linux-image-6.1.0-57-cloud-amd64_6.1.192-3_amd64.deb' linux-image-6.1.0-57-cloud-amd64_6.1.192-3_amd64.deb 26705532 SHA256:"
+    + "1" * 64,  # noqa: E501
+    "busybox-static": "'http://deb.debian.org/debian/pool/main/b/busybox/busybox-static_1.35.0-4%2bdeb12u1%2bb1_amd64.deb' busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb 928188 SHA256:"
+    + "2" * 64,  # noqa: E501
     "qemu-guest-agent": "'http://x/q.deb' qemu-guest-agent_1%3a7.2+dfsg-7+deb12u18+b3_amd64.deb 346272 SHA256:"
     + "3" * 64,
     "libc6": "'http://x/c.deb' libc6_2.36-9+deb12u14_amd64.deb 2759320 SHA256:" + "4" * 64,
@@ -51,7 +53,9 @@ def fake_apt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[list[str]]
         if argv[:3] == ["apt-get", "download", "--print-uris"]:
             missing = [n for n in argv[3:] if n not in URIS]
             if missing:
-                return subprocess.CompletedProcess(argv, 100, "", f"E: Unable to locate package {missing[0]}\n")
+                return subprocess.CompletedProcess(
+                    argv, 100, "", f"E: Unable to locate package {missing[0]}\n"
+                )
             return subprocess.CompletedProcess(argv, 0, "".join(URIS[n] + "\n" for n in argv[3:]), "")
         raise AssertionError(f"unexpected command {argv}")
 
@@ -76,8 +80,15 @@ def test_print_uris_parsing(fake_apt: list[list[str]]) -> None:
 
 def test_resolve_follows_the_metapackage(fake_apt: list[list[str]]) -> None:
     pkgs = build.resolve("linux-image-cloud-amd64")
-    assert {p.name for p in pkgs} == {"linux-image-6.1.0-57-cloud-amd64", "busybox-static", "qemu-guest-agent",
-                                      "libc6", "libglib2.0-0", "libgcc-s1", "zlib1g"}
+    assert {p.name for p in pkgs} == {
+        "linux-image-6.1.0-57-cloud-amd64",
+        "busybox-static",
+        "qemu-guest-agent",
+        "libc6",
+        "libglib2.0-0",
+        "libgcc-s1",
+        "zlib1g",
+    }
     assert "linux-image-cloud-amd64" not in {p.name for p in pkgs}  # the metapackage itself is not needed
 
 
@@ -86,8 +97,9 @@ def test_resolve_accepts_a_real_kernel_package(fake_apt: list[list[str]]) -> Non
     assert "linux-image-6.1.0-57-cloud-amd64" in {p.name for p in pkgs}
 
 
-def test_resolve_is_memoised_until_apt_lists_change(fake_apt: list[list[str]],
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resolve_is_memoised_until_apt_lists_change(
+    fake_apt: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = build.resolve("linux-image-cloud-amd64")
     n = len(fake_apt)
     assert build.resolve("linux-image-cloud-amd64") == first

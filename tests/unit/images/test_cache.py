@@ -18,15 +18,17 @@ class FakeBuilder:
         self.calls = 0
         self.fail = False
 
-    def __call__(self, out: Path, work: Path, name: str, packages: list[Package], digest: str,
-                 progress: object) -> None:
+    def __call__(
+        self, out: Path, work: Path, name: str, packages: list[Package], digest: str, progress: object
+    ) -> None:
         self.calls += 1
         (out / store.KERNEL).write_bytes(b"K" * 4096)
         (out / store.INITRD).write_bytes(b"I" * 8192)
         if self.fail:
             raise KeyboardInterrupt  # like Ctrl-C in the middle of a build
-        store.write_manifest(out, name=name, digest=digest, kernel_version="6.1.0-test", built_at=1.0,
-                             inputs={})
+        store.write_manifest(
+            out, name=name, digest=digest, kernel_version="6.1.0-test", built_at=1.0, inputs={}
+        )
 
 
 @pytest.fixture
