@@ -433,8 +433,15 @@ class NetworkManager:
         now = int(time.time())
         return [lease for lease in dnsmasq.parse_leases(text) if lease.expiry == 0 or lease.expiry > now]
 
-    def domifaddr(self, vm: str) -> builtins.list[IfAddr]:
-        """Addresses of a VM's NICs from DHCP leases, then reservations, then the ARP table."""
+    def domifaddr(
+        self, vm: str, agent_interfaces: Sequence[dict[str, Any]] | None = None
+    ) -> builtins.list[IfAddr]:
+        """Addresses of a VM's NICs: DHCP leases, then reservations, then the guest agent, then the ARP table.
+
+        ``agent_interfaces`` is the agent's ``guest-network-get-interfaces`` answer when the VM has an agent
+        (bridge and direct NICs lease from a DHCP server virtkit cannot read).
+        """
+        from_agent = _agent_addrs(agent_interfaces or [])
         out = []
         arp: dict[str, ipaddress.IPv4Address] | None = None
         for a in sorted(self._attachments(vm), key=lambda a: a.index):
@@ -449,6 +456,9 @@ class NetworkManager:
                     ip, source = str(max(found, key=lambda lease: lease.expiry).ip), "lease"
                 elif a.reserved_ip:
                     ip, source = a.reserved_ip, "reservation"
+            if ip is None and a.mac in from_agent:
+                ip, prefix = from_agent[a.mac]
+                source = "agent"
             if ip is None:
                 if arp is None:
                     with self._ipr() as ipr:
@@ -626,6 +636,23 @@ class NetworkManager:
 
     def attachments(self, vm: str | None = None) -> builtins.list[Attachment]:
         return self._attachments(vm)
+
+
+def _agent_addrs(interfaces: Sequence[dict[str, Any]]) -> dict[str, tuple[str, int | None]]:
+    """MAC -> (first IPv4 address, prefix) from a guest-network-get-interfaces answer; junk is skipped."""
+    out: dict[str, tuple[str, int | None]] = {}
+    for itf in interfaces:
+        mac = str(itf.get("hardware-address", "")).lower() if isinstance(itf, dict) else ""
+        for addr in itf.get("ip-addresses") or [] if mac else []:
+            if not isinstance(addr, dict) or addr.get("ip-address-type") != "ipv4":
+                continue
+            try:
+                ip = str(ipaddress.IPv4Address(str(addr.get("ip-address"))))
+            except ValueError:
+                continue
+            prefix = addr.get("prefix")
+            out.setdefault(mac, (ip, prefix if isinstance(prefix, int) else None))
+    return out
 
 
 def _publish(text: str) -> Publish:

@@ -25,9 +25,9 @@ DEPENDS = {
 }
 URIS = {
     "linux-image-6.1.0-57-cloud-amd64": "'http://deb.debian.org/debian-security/pool/updates/main/l/linux-signed-amd64/linux-image-6.1.0-57-cloud-amd64_6.1.192-3_amd64.deb' linux-image-6.1.0-57-cloud-amd64_6.1.192-3_amd64.deb 26705532 SHA256:"
-    + "1" * 64,  # noqa: E501
+    + "1" * 64,
     "busybox-static": "'http://deb.debian.org/debian/pool/main/b/busybox/busybox-static_1.35.0-4%2bdeb12u1%2bb1_amd64.deb' busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb 928188 SHA256:"
-    + "2" * 64,  # noqa: E501
+    + "2" * 64,
     "qemu-guest-agent": "'http://x/q.deb' qemu-guest-agent_1%3a7.2+dfsg-7+deb12u18+b3_amd64.deb 346272 SHA256:"
     + "3" * 64,
     "libc6": "'http://x/c.deb' libc6_2.36-9+deb12u14_amd64.deb 2759320 SHA256:" + "4" * 64,

@@ -77,3 +77,42 @@ def test_overlap_detection() -> None:
     assert overlapping(net, routes(("192.168.122.128/25", 4)), None) is not None
     # Our own bridge's route (a restart of a running network) is not a clash.
     assert overlapping(net, routes(("192.168.122.0/24", 7)), own_index=7) is None
+
+
+def test_domifaddr_from_leases_reservations_and_agent(tmp_path: Path) -> None:
+    from virtkit.network.manager import Attachment
+
+    m = NetworkManager(state_dir=tmp_path)
+    nics = [
+        Attachment("vm", 0, "tap", "vkvm-0", "52:54:00:00:00:01", "default", "virbr0"),
+        Attachment(
+            "vm", 1, "tap", "vkvm-1", "52:54:00:00:00:02", "default", "virbr0", reserved_ip="192.168.122.9"
+        ),
+        Attachment("vm", 2, "tap", "vkvm-2", "52:54:00:00:00:03", None, "br0"),
+    ]
+    m._save_attachments("vm", nics)
+    run = tmp_path / "run" / "net" / "default"
+    run.mkdir(parents=True)
+    (run / "dnsmasq.leases").write_text("0 52:54:00:00:00:01 192.168.122.50 vm *\n")
+    agent = [
+        {
+            "name": "lo",
+            "hardware-address": "00:00:00:00:00:00",
+            "ip-addresses": [{"ip-address-type": "ipv4", "ip-address": "127.0.0.1", "prefix": 8}],
+        },
+        {
+            "name": "eth2",
+            "hardware-address": "52:54:00:00:00:03",
+            "ip-addresses": [
+                {"ip-address-type": "ipv6", "ip-address": "fe80::1", "prefix": 64},
+                {"ip-address-type": "ipv4", "ip-address": "203.0.113.120", "prefix": 24},
+            ],
+        },
+        {"name": "junk", "hardware-address": "52:54:00:00:00:09", "ip-addresses": [{"ip-address": "x"}]},
+    ]
+    got = [(a.ifname, a.ip, a.prefix, a.source) for a in m.domifaddr("vm", agent)]
+    assert got == [
+        ("vkvm-0", "192.168.122.50", 24, "lease"),
+        ("vkvm-1", "192.168.122.9", 24, "reservation"),
+        ("vkvm-2", "203.0.113.120", 24, "agent"),
+    ]
