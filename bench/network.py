@@ -255,8 +255,7 @@ def main() -> int:
             }
             print(f"guest->guest TCP, {args.mib} MiB through busybox nc (QEMU TCG guests):")
             print(
-                f"  virtkit default {vk_tp:7.2f} MiB/s   libvirt default {lv_tp:7.2f} MiB/s   "
-                f"ratio {vk_tp / lv_tp:.2f}"
+                f"  virtkit default {vk_tp:7.2f} MiB/s   libvirt default {lv_tp:7.2f} MiB/s   ratio {vk_tp / lv_tp:.2f}"
             )
     finally:
         for g in guests:

@@ -101,9 +101,7 @@ class Namespaces:
             ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
         return name
 
-    def run(
-        self, ns: str, *cmd: str, check: bool = True, timeout: float = 30
-    ) -> subprocess.CompletedProcess[str]:
+    def run(self, ns: str, *cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         p = subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, timeout=timeout)
         if check and p.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} in {ns} failed ({p.returncode}): {p.stderr}{p.stdout}")
@@ -286,9 +284,7 @@ def fake_guest(world: World, name: str, kind: str, target: str, mac: str) -> Gue
     return Guest(world.nss, gns, mac)
 
 
-def plug(
-    world: World, m: NetworkManager, vm: str, net: str, index: int = 0, publish: tuple[str, ...] = ()
-) -> Guest:
+def plug(world: World, m: NetworkManager, vm: str, net: str, index: int = 0, publish: tuple[str, ...] = ()) -> Guest:
     nic = m.attach_nic(vm, index, net, publish)
     assert nic.ifname and nic.mac
     if nic.kind == "macvtap":

@@ -80,9 +80,7 @@ def guests(tiny_image: Any, tmp_path: Path) -> Iterator[Callable[..., Vm]]:
         m.detach_vm(name)
 
 
-def teardown_ok(
-    nss: Namespaces, w: World, before: dict[str, object], guests_done: Callable[[], None]
-) -> None:
+def teardown_ok(nss: Namespaces, w: World, before: dict[str, object], guests_done: Callable[[], None]) -> None:
     guests_done()
     assert nss.snapshot(w.host) == before
 

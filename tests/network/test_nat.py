@@ -91,14 +91,8 @@ def test_publish_reaches_guest_web_server_from_outside_and_host(nss: Namespaces,
     nss.spawn(g.ns, "busybox", "httpd", "-f", "-p", "80", "-h", str(www))
     wait_for(lambda: g.wget("http://127.0.0.1/") is not None, 10, "the guest's web server")
     url = f"http://{HOST_IP}:8080/"
-    assert (
-        nss.run(w.out, "timeout", "5", "busybox", "wget", "-q", "-O", "-", url).stdout
-        == "hello from the guest\n"
-    )
-    assert (
-        nss.run(w.host, "timeout", "5", "busybox", "wget", "-q", "-O", "-", url).stdout
-        == "hello from the guest\n"
-    )
+    assert nss.run(w.out, "timeout", "5", "busybox", "wget", "-q", "-O", "-", url).stdout == "hello from the guest\n"
+    assert nss.run(w.host, "timeout", "5", "busybox", "wget", "-q", "-O", "-", url).stdout == "hello from the guest\n"
     assert (
         nss.run(w.host, "timeout", "5", "busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:8080/").stdout
         == "hello from the guest\n"

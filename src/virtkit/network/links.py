@@ -103,9 +103,7 @@ def ensure_bridge(ipr: IPRoute, name: str, mac: str) -> Link:
 
 
 def ensure_address(ipr: IPRoute, index: int, addr: ipaddress.IPv4Interface) -> None:
-    have = {
-        (a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(family=socket.AF_INET, index=index)
-    }
+    have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(family=socket.AF_INET, index=index)}
     if (str(addr.ip), addr.network.prefixlen) in have:
         return
     ipr.addr(
@@ -168,11 +166,7 @@ def create_macvtap(ipr: IPRoute, name: str, parent: str, mode: str, mac: str) ->
                 address=mac,
             )
         except NetlinkError as e:
-            hint = (
-                "passthrough takes the whole NIC: only one guest can use it"
-                if mode == "passthrough"
-                else None
-            )
+            hint = "passthrough takes the whole NIC: only one guest can use it" if mode == "passthrough" else None
             raise HostError(f"cannot create macvtap {name!r} on {parent!r}: {e}", hint=hint) from e
         link = require(ipr, name, "macvtap")
     _up(ipr, link.index)

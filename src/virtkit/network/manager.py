@@ -192,13 +192,9 @@ class NetworkManager:
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
-            raise ConfigError(
-                f"{path} does not exist", hint="pass the path of a network definition (JSON)"
-            ) from None
+            raise ConfigError(f"{path} does not exist", hint="pass the path of a network definition (JSON)") from None
         except json.JSONDecodeError as e:
-            raise ConfigError(
-                f"{path}: not valid JSON ({e})", hint="write the definition as a JSON object"
-            ) from e
+            raise ConfigError(f"{path}: not valid JSON ({e})", hint="write the definition as a JSON object") from e
         return self.define(spec_from_dict(data, str(path)))
 
     def undefine(self, name: str) -> None:
@@ -231,9 +227,7 @@ class NetworkManager:
         marker = self._marker(name).exists()
         if spec.routed:
             up = sum(parts.values())
-            state: State = (
-                "active" if up == len(parts) else "inactive" if up == 0 and not marker else "degraded"
-            )
+            state: State = "active" if up == len(parts) else "inactive" if up == 0 and not marker else "degraded"
         else:
             state = "active" if marker else "inactive"
         rng = f"{spec.dhcp_start}-{spec.dhcp_end}" if spec.dhcp_start else None
@@ -298,12 +292,8 @@ class NetworkManager:
         with self._ipr() as ipr:
             existing = links.get(ipr, spec.bridge)
             if existing is not None and existing.kind != "bridge":
-                raise HostError(
-                    f"{spec.bridge!r} exists and is not a bridge", hint="pick another bridge name"
-                )
-            clash = links.overlapping(
-                spec.subnet.network, links.routes(ipr), existing.index if existing else None
-            )
+                raise HostError(f"{spec.bridge!r} exists and is not a bridge", hint="pick another bridge name")
+            clash = links.overlapping(spec.subnet.network, links.routes(ipr), existing.index if existing else None)
             if clash is not None:
                 with_dev = ""
                 if clash.oif:
@@ -327,9 +317,7 @@ class NetworkManager:
         macs = {h.mac for h in hosts}
         for a in self._attachments():
             if a.network == spec.name and a.reserved_ip and a.mac not in macs:
-                hosts.append(
-                    DhcpHost(mac=a.mac, ip=ipaddress.IPv4Address(a.reserved_ip), hostname=_host(a.vm))
-                )
+                hosts.append(DhcpHost(mac=a.mac, ip=ipaddress.IPv4Address(a.reserved_ip), hostname=_host(a.vm)))
         return hosts
 
     def _extra_forwards(self, spec: NetworkSpec) -> builtins.list[PortForward]:
@@ -422,8 +410,7 @@ class NetworkManager:
         spec = self.store.load(name)
         if not spec.routed:
             raise ConfigError(
-                f"network {name!r} is a {spec.mode} network: the outside network's DHCP server "
-                "holds its leases",
+                f"network {name!r} is a {spec.mode} network: the outside network's DHCP server holds its leases",
                 hint="use `virtkit domifaddr VM` (agent or ARP)",
             )
         try:
@@ -433,9 +420,7 @@ class NetworkManager:
         now = int(time.time())
         return [lease for lease in dnsmasq.parse_leases(text) if lease.expiry == 0 or lease.expiry > now]
 
-    def domifaddr(
-        self, vm: str, agent_interfaces: Sequence[dict[str, Any]] | None = None
-    ) -> builtins.list[IfAddr]:
+    def domifaddr(self, vm: str, agent_interfaces: Sequence[dict[str, Any]] | None = None) -> builtins.list[IfAddr]:
         """Addresses of a VM's NICs: DHCP leases, then reservations, then the guest agent, then the ARP table.
 
         ``agent_interfaces`` is the agent's ``guest-network-get-interfaces`` answer when the VM has an agent
@@ -512,9 +497,7 @@ class NetworkManager:
                 raise
         return NicSpec(kind=att.kind, ifname=att.ifname, mac=att.mac)
 
-    def _plug(
-        self, vm: str, index: int, arg: NetworkArg, mac: str, pubs: builtins.list[Publish]
-    ) -> Attachment:
+    def _plug(self, vm: str, index: int, arg: NetworkArg, mac: str, pubs: builtins.list[Publish]) -> Attachment:
         with self._ipr() as ipr:
             if arg.kind == "direct":
                 assert arg.name is not None

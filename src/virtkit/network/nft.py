@@ -81,9 +81,7 @@ def ruleset(spec: NetworkSpec, extra_forwards: Sequence[PortForward] = ()) -> li
         )
 
     def rule(chain_name: str, *expr: Json) -> None:
-        cmds.append(
-            {"add": {"rule": {"family": FAMILY, "table": table, "chain": chain_name, "expr": list(expr)}}}
-        )
+        cmds.append({"add": {"rule": {"family": FAMILY, "table": table, "chain": chain_name, "expr": list(expr)}}})
 
     chain("forward", "filter", "forward", 0)
     # Guests on the same bridge always reach each other (routed between bridge ports only with br_netfilter).

@@ -162,13 +162,9 @@ class NetworkSpec(_Frozen):
         if net.prefixlen > 30:
             raise ValueError(f"subnet {self.subnet} is too small: use a prefix of /30 or shorter")
         if self.subnet.ip in (net.network_address, net.broadcast_address):
-            raise ValueError(
-                f"subnet {self.subnet}: the bridge address must be a host address, e.g. {net[1]}"
-            )
+            raise ValueError(f"subnet {self.subnet}: the bridge address must be a host address, e.g. {net[1]}")
         if not net.is_private:
-            raise ValueError(
-                f"subnet {self.subnet} is not a private range (use e.g. 192.168.x.1/24 or 10.x.y.1/24)"
-            )
+            raise ValueError(f"subnet {self.subnet} is not a private range (use e.g. 192.168.x.1/24 or 10.x.y.1/24)")
         if (self.dhcp_start is None) != (self.dhcp_end is None):
             raise ValueError("set both dhcp_start and dhcp_end, or neither (no DHCP)")
         if self.dhcp_start is not None and self.dhcp_end is not None:

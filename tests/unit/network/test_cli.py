@@ -31,9 +31,7 @@ def test_define_info_autostart_undefine(cli: typer.Typer, tmp_path: Path) -> Non
     (tmp_path / "networks" / "default.json").unlink()
     res = r.invoke(cli, ["net-list", "--all", "--json"])
     assert res.exit_code == 0, res.output
-    assert [(n["name"], n["state"], n["bridge"]) for n in json.loads(res.stdout)] == [
-        ("lan", "inactive", "br0")
-    ]
+    assert [(n["name"], n["state"], n["bridge"]) for n in json.loads(res.stdout)] == [("lan", "inactive", "br0")]
     assert json.loads(r.invoke(cli, ["net-list", "--json"]).stdout) == []
     assert r.invoke(cli, ["net-autostart", "lan"]).exit_code == 0
     assert json.loads((tmp_path / "networks" / "lan.json").read_text())["autostart"] is True

@@ -28,23 +28,15 @@ def test_default_nat_golden() -> None:
 def test_nat_with_forwards_golden() -> None:
     spec = default_network().model_copy(
         update={
-            "forwards": (
-                PortForward(host_port=2222, guest_ip=ipaddress.IPv4Address("192.168.122.10"), guest_port=22),
-            )
+            "forwards": (PortForward(host_port=2222, guest_ip=ipaddress.IPv4Address("192.168.122.10"), guest_port=22),)
         }
     )
-    extra = [
-        PortForward(
-            proto="udp", host_port=5353, guest_ip=ipaddress.IPv4Address("192.168.122.11"), guest_port=53
-        )
-    ]
+    extra = [PortForward(proto="udp", host_port=5353, guest_ip=ipaddress.IPv4Address("192.168.122.11"), guest_port=53)]
     check("nft-forwards", ruleset(spec, extra))
 
 
 def test_isolated_golden() -> None:
-    spec = NetworkSpec.model_validate(
-        {"name": "iso", "mode": "isolated", "bridge": "vkiso0", "subnet": "10.77.0.1/24"}
-    )
+    spec = NetworkSpec.model_validate({"name": "iso", "mode": "isolated", "bridge": "vkiso0", "subnet": "10.77.0.1/24"})
     cmds = ruleset(spec)
     check("nft-isolated", cmds)
     assert not any("masquerade" in json.dumps(c) for c in cmds)

@@ -49,9 +49,7 @@ def test_define_refuses_overlaps_and_shared_bridges(tmp_path: Path) -> None:
         m.define(NetworkSpec.model_validate({"name": "n2", "bridge": "virbr0", "subnet": "10.5.0.1/24"}))
     m.define(NetworkSpec.model_validate({"name": "n2", "bridge": "vk2", "subnet": "10.5.0.1/24"}))
     # Redefining a network with itself is an update, not an overlap.
-    m.define(
-        NetworkSpec.model_validate({"name": "n2", "bridge": "vk2", "subnet": "10.5.0.1/24", "domain": "lab"})
-    )
+    m.define(NetworkSpec.model_validate({"name": "n2", "bridge": "vk2", "subnet": "10.5.0.1/24", "domain": "lab"}))
     assert m.store.load("n2").domain == "lab"
 
 
@@ -85,9 +83,7 @@ def test_domifaddr_from_leases_reservations_and_agent(tmp_path: Path) -> None:
     m = NetworkManager(state_dir=tmp_path)
     nics = [
         Attachment("vm", 0, "tap", "vkvm-0", "52:54:00:00:00:01", "default", "virbr0"),
-        Attachment(
-            "vm", 1, "tap", "vkvm-1", "52:54:00:00:00:02", "default", "virbr0", reserved_ip="192.168.122.9"
-        ),
+        Attachment("vm", 1, "tap", "vkvm-1", "52:54:00:00:00:02", "default", "virbr0", reserved_ip="192.168.122.9"),
         Attachment("vm", 2, "tap", "vkvm-2", "52:54:00:00:00:03", None, "br0"),
     ]
     m._save_attachments("vm", nics)
