@@ -11,14 +11,16 @@ import datetime as dt
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from virtkit.network.args import DIRECT_NOTE, NetworkArg, Publish, parse_network_arg, parse_publish
-from virtkit.network.manager import NetworkInfo, NetworkManager
+
+if TYPE_CHECKING:
+    from virtkit.network.manager import NetworkManager
 
 __all__ = ["DIRECT_NOTE", "NetworkArg", "Publish", "parse_network_arg", "parse_publish", "register"]
 
@@ -29,6 +31,8 @@ NameArg = Annotated[str, typer.Argument(help="Network name.")]
 
 
 def manager() -> NetworkManager:
+    from virtkit.network.manager import NetworkManager  # netlink only for commands that need it
+
     return NetworkManager()
 
 
@@ -104,7 +108,7 @@ def net_autostart(
 
 def net_info(name: NameArg, json_out: JsonOpt = False) -> None:
     """Show a network's definition and what is running for it."""
-    i: NetworkInfo = manager().info(name)
+    i = manager().info(name)
     if json_out:
         _print_json(i.to_json())
         return
