@@ -98,12 +98,16 @@ def test_two_guests_and_destroying_one_leaves_the_other(boot: Boot) -> None:
 
 def test_reattach_from_run_directory(boot: Boot) -> None:
     m = boot("adopted")
+    m.detach()  # as if the process that started it had gone away
     again = QemuMachine.attach(m.workdir)
     assert again.pid == m.pid
     assert again.status() is VmState.RUNNING
     again.pause()
-    assert m.status() is VmState.PAUSED
+    assert again.status() is VmState.PAUSED
     again.resume()
+    assert again.agent().exec(["true"]).exitcode == 0
+    again.destroy()
+    assert m.wait(10) is VmState.SHUTOFF
 
 
 def test_crash_is_reported(boot: Boot) -> None:
@@ -161,7 +165,6 @@ def test_reboot_restarts_the_guest(boot: Boot) -> None:
     pid = m.pid
     m.agent().file_write("/tmp/before-reboot", b"x")
     m.reboot()
-    m.agent().close()
     m.wait_ready(120)
     assert m.pid == pid  # same QEMU process, new guest boot
     r = m.agent().exec(["test", "-e", "/tmp/before-reboot"])

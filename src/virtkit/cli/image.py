@@ -92,8 +92,7 @@ def _table(images: list[Image]) -> Table:
     for col in ("NAME", "KERNEL", "SIZE", "DIGEST", "BUILT"):
         table.add_column(col, justify="right" if col == "SIZE" else "left", no_wrap=True)
     for img in images:
-        table.add_row(img.name, img.kernel_version, _human_size(img.size_bytes), img.digest[:12],
-                      _when(img.built_at))
+        table.add_row(img.name, img.kernel_version, _human_size(img.size_bytes), img.digest[:12], _when(img.built_at))
     return table
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,9 +54,7 @@ def fake_apt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[list[str]]
         if argv[:3] == ["apt-get", "download", "--print-uris"]:
             missing = [n for n in argv[3:] if n not in URIS]
             if missing:
-                return subprocess.CompletedProcess(
-                    argv, 100, "", f"E: Unable to locate package {missing[0]}\n"
-                )
+                return subprocess.CompletedProcess(argv, 100, "", f"E: Unable to locate package {missing[0]}\n")
             return subprocess.CompletedProcess(argv, 0, "".join(URIS[n] + "\n" for n in argv[3:]), "")
         raise AssertionError(f"unexpected command {argv}")
 
@@ -97,9 +96,7 @@ def test_resolve_accepts_a_real_kernel_package(fake_apt: list[list[str]]) -> Non
     assert "linux-image-6.1.0-57-cloud-amd64" in {p.name for p in pkgs}
 
 
-def test_resolve_is_memoised_until_apt_lists_change(
-    fake_apt: list[list[str]], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_resolve_is_memoised_until_apt_lists_change(fake_apt: list[list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
     first = build.resolve("linux-image-cloud-amd64")
     n = len(fake_apt)
     assert build.resolve("linux-image-cloud-amd64") == first
@@ -135,3 +132,81 @@ def test_cached_deb_is_verified(tmp_path: Path) -> None:
     assert apt.cached_deb(pkg, tmp_path) == tmp_path / pkg.filename
     (tmp_path / pkg.filename).write_bytes(b"deb contentX")  # same size, other bytes
     assert apt.cached_deb(pkg, tmp_path) is None
+
+
+@pytest.fixture
+def fake_apt_get(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An apt-get on PATH that 'downloads' name=version as the file apt would write; logs its calls."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "calls.log"
+    script = bindir / "apt-get"
+    script.write_text(f"""#!/bin/sh
+echo "$@" >> {log}
+shift  # download
+for spec in "$@"; do
+    name=${{spec%%=*}}
+    [ -n "$FAIL" ] && [ "$name" = "$FAIL" ] && {{ echo "E: Failed to fetch $name 404 Not Found" >&2; exit 100; }}
+    printf 'contents of %s' "$name" > "${{name}}_1_amd64.deb"
+done
+""")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    return log
+
+
+def _pkg(name: str, data: bytes | None = None) -> apt.Package:
+    import hashlib
+
+    data = f"contents of {name}".encode() if data is None else data
+    return apt.Package(name, "1", f"{name}_1_amd64.deb", len(data), hashlib.sha256(data).hexdigest(), "u")
+
+
+def test_download_fetches_missing_in_one_call_and_reuses_the_cache(fake_apt_get: Path, tmp_path: Path) -> None:
+    debs = tmp_path / "debs"
+    seen: list[int] = []
+    paths = apt.download([_pkg("a"), _pkg("b")], debs, on_bytes=seen.append)
+    assert [p.read_bytes() for p in paths] == [b"contents of a", b"contents of b"]
+    assert fake_apt_get.read_text().splitlines() == ["download a=1 b=1"]
+    apt.download([_pkg("a"), _pkg("b"), _pkg("c")], debs)
+    assert fake_apt_get.read_text().splitlines()[1:] == ["download c=1"]  # only what was missing
+    assert not list(debs.glob(".dl-*"))  # temporary directories are gone
+
+
+def test_download_rejects_a_deb_that_does_not_match_the_lists(fake_apt_get: Path, tmp_path: Path) -> None:
+    bad = _pkg("a", data=b"contents of a, but another build")
+    with pytest.raises(ImageError, match="does not match the SHA256"):
+        apt.download([bad], tmp_path / "debs")
+    assert not (tmp_path / "debs" / bad.filename).exists()
+
+
+def test_download_failure_names_the_package(
+    fake_apt_get: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAIL", "b")
+    with pytest.raises(ImageError, match="downloading b failed: E: Failed to fetch b 404"):
+        apt.download([_pkg("a"), _pkg("b")], tmp_path / "debs")
+
+
+def test_not_found_runs_apt_update_once_as_root(fake_apt: list[list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    updates: list[int] = []
+    monkeypatch.setattr(build, "_may_update_apt", lambda: True)
+    monkeypatch.setattr(apt, "apt_update", lambda: updates.append(1))
+    with pytest.raises(ImageError, match="kernel package 'linux-image-nonesuch' not found"):
+        build.resolve("linux-image-nonesuch")
+    assert updates == [1]
+
+
+def test_not_found_and_offline_names_both(fake_apt: list[list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    from virtkit.errors import HostError
+
+    def offline() -> None:
+        raise HostError("apt-get update failed: Temporary failure resolving 'deb.debian.org'")
+
+    monkeypatch.setattr(build, "_may_update_apt", lambda: True)
+    monkeypatch.setattr(apt, "apt_update", offline)
+    with pytest.raises(HostError) as info:
+        build.resolve("linux-image-nonesuch")
+    assert "kernel package 'linux-image-nonesuch' not found" in info.value.message
+    assert "Temporary failure resolving" in info.value.message
+    assert info.value.hint == "check the name with apt-cache search linux-image; set --kernel-package"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from virtkit.errors import ImageError
+from virtkit.errors import HostError, ImageError
 from virtkit.images import KNOWN_IMAGES, build, build_image, list_images, store
 from virtkit.images.apt import Package
 
@@ -19,7 +19,15 @@ class FakeBuilder:
         self.fail = False
 
     def __call__(
-        self, out: Path, work: Path, name: str, packages: list[Package], digest: str, progress: object
+        self,
+        out: Path,
+        work: Path,
+        name: str,
+        packages: list[Package],
+        digest: str,
+        progress: object,
+        *,
+        kernel_package: str,
     ) -> None:
         self.calls += 1
         (out / store.KERNEL).write_bytes(b"K" * 4096)
@@ -27,7 +35,12 @@ class FakeBuilder:
         if self.fail:
             raise KeyboardInterrupt  # like Ctrl-C in the middle of a build
         store.write_manifest(
-            out, name=name, digest=digest, kernel_version="6.1.0-test", built_at=1.0, inputs={}
+            out,
+            name=name,
+            digest=digest,
+            kernel_version="6.1.0-test",
+            built_at=1.0,
+            inputs={"kernel_package": kernel_package},
         )
 
 
@@ -121,3 +134,20 @@ def test_unknown_image_name_lists_known_ones(fake: FakeBuilder) -> None:
 
 def test_known_images() -> None:
     assert KNOWN_IMAGES == ("tiny",)
+
+
+def test_without_apt_a_cached_image_of_the_same_kernel_package_is_used(
+    fake: FakeBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    img = build_image()
+
+    def no_apt(kernel_package: str, progress: object = None) -> list[Package]:
+        raise HostError("apt-cache not found: building images needs apt (a Debian host)")
+
+    monkeypatch.setattr(build, "resolve", no_apt)
+    assert build_image() == img
+    with pytest.raises(HostError):
+        build_image(kernel_package="linux-image-amd64")  # nothing cached for that kernel
+    with pytest.raises(HostError):
+        build_image(force=True)
+    assert fake.calls == 1

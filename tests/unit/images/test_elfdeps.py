@@ -50,14 +50,7 @@ def tree(tmp_path: Path) -> Path:
         "-l:libb.so.1",
     )
     root.joinpath("usr/bin").mkdir(parents=True)
-    _gcc(
-        "-o",
-        str(root / "usr/bin/prog"),
-        str(src / "p.c"),
-        f"-L{lib}",
-        "-l:liba.so.1",
-        f"-Wl,-rpath-link,{usrlib}",
-    )
+    _gcc("-o", str(root / "usr/bin/prog"), str(src / "p.c"), f"-L{lib}", "-l:liba.so.1", f"-Wl,-rpath-link,{usrlib}")
     for name in ("libc.so.6", "ld-linux-x86-64.so.2"):
         shutil.copy(HOST_LIBDIR / name, lib / name)
     (root / "lib64").mkdir()
@@ -75,13 +68,7 @@ def test_elf_info(tree: Path) -> None:
 
 def test_closure_is_transitive_and_includes_the_interpreter(tree: Path) -> None:
     libs = {lib.soname: lib.source for lib in elfdeps.closure([tree / "usr/bin/prog"], tree, LIBDIRS)}
-    assert set(libs) == {
-        "liba.so.1",
-        "libb.so.1",
-        "libc.so.6",
-        "ld-linux-x86-64.so.2",
-        "/lib64/ld-linux-x86-64.so.2",
-    }
+    assert set(libs) == {"liba.so.1", "libb.so.1", "libc.so.6", "ld-linux-x86-64.so.2", "/lib64/ld-linux-x86-64.so.2"}
     assert libs["libb.so.1"] == tree / "usr/lib/x86_64-linux-gnu/libb.so.1.0.0"  # symlink resolved
     assert libs["/lib64/ld-linux-x86-64.so.2"] == tree / "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
     for src in libs.values():

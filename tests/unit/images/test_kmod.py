@@ -45,13 +45,7 @@ def test_modules_dep_order() -> None:
     order = kmod.load_order(graph, ["virtio_pci", "virtio_console", "virtio_net", "virtio-rng"])
     names = [m.name for m in order]
     _assert_deps_first(order)
-    assert names[:5] == [
-        "virtio_ring",
-        "virtio_pci_modern_dev",
-        "virtio_pci_legacy_dev",
-        "virtio",
-        "virtio_pci",
-    ]
+    assert names[:5] == ["virtio_ring", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio", "virtio_pci"]
     assert set(names) == {
         "virtio_ring",
         "virtio",
