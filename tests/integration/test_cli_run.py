@@ -26,9 +26,7 @@ def virtkit(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess
     )
 
 
-def test_default_run_prints_uname_cpu_free_engine_and_boot_time(
-    cli_env: dict[str, str], tiny_image: object
-) -> None:
+def test_default_run_prints_uname_cpu_free_engine_and_boot_time(cli_env: dict[str, str], tiny_image: object) -> None:
     p = virtkit(cli_env, "run")
     assert p.returncode == 0, p.stderr
     assert re.search(rf"^Linux \S+ {re.escape(tiny_image.kernel_version)} ", p.stdout, re.M)  # type: ignore[attr-defined]
@@ -111,9 +109,7 @@ def test_unknown_kernel_package(cli_env: dict[str, str], tmp_path: Path) -> None
 
 def test_qemu_missing(cli_env: dict[str, str]) -> None:
     env = {**cli_env, "VIRTKIT_QEMU": "/nonexistent/qemu-system-x86_64"}
-    _one_error(
-        virtkit(env, "run", "--engine", "qemu"), "qemu-system-x86_64", "apt-get install qemu-system-x86"
-    )
+    _one_error(virtkit(env, "run", "--engine", "qemu"), "qemu-system-x86_64", "apt-get install qemu-system-x86")
 
 
 def test_not_enough_memory(cli_env: dict[str, str], tiny_image: object) -> None:
@@ -129,9 +125,7 @@ def test_corrupt_qcow2(cli_env: dict[str, str], tiny_image: object, tmp_path: Pa
     _one_error(virtkit(cli_env, "run", "--disk", str(disk)), "broken.qcow2", "qemu-img check")
 
 
-def test_guest_that_never_gets_ready_shows_console(
-    cli_env: dict[str, str], tiny_image: object, tmp_path: Path
-) -> None:
+def test_guest_that_never_gets_ready_shows_console(cli_env: dict[str, str], tiny_image: object, tmp_path: Path) -> None:
     # A kernel with no usable init: it panics, and the error must show what the console said.
     p = virtkit(
         cli_env,

@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -242,6 +243,12 @@ def test_boot_agent_console_and_guest_shutdown(built: BuiltImage, tmp_path: Path
                 time.sleep(0.5)
             assert "10.0.2.15" in addrs
             assert agent.exec(["sh", "-c", "ip route | grep default"]).stdout.startswith(b"default via 10.0.2.2")
+            # A second lease (as on renewal) through the shipped hook leaves one address and the route.
+            again = agent.exec(["udhcpc", "-i", "eth0", "-n", "-q", "-s", "/usr/share/udhcpc/default.script"])
+            assert again.ok, again.stderr
+            show = agent.exec(["sh", "-c", "ip -4 addr show dev eth0; ip route"]).stdout.decode()
+            assert show.count("inet 10.0.2.15/24") == 1 and "default via 10.0.2.2" in show, show
+            assert b"nameserver 10.0.2.3" in agent.exec(["cat", "/etc/resolv.conf"]).stdout
             # The rng device is bound: the kernel lists virtio_rng as its hardware RNG.
             rng = agent.exec(["cat", "/sys/class/misc/hw_random/rng_available"]).stdout
             assert b"virtio_rng" in rng
@@ -288,3 +295,35 @@ def test_power_button_without_dhcp_hostname_and_module_params(built: BuiltImage,
         print(f"[tiny] system_powerdown -> QEMU exit in {took:.1f}s")
         assert g.proc.returncode == 0
         assert b"Requesting system poweroff" in g.console()  # busybox init's orderly shutdown ran
+
+
+def test_ctrl_c_during_a_build_leaves_the_cache_as_it_was(built: BuiltImage) -> None:
+    """SIGINT to `virtkit image build --force` mid-build: exit 130, no half entry, the old entry intact."""
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "VIRTKIT_HOME": str(built.home), "PYTHONPATH": str(repo / "src")}
+    images = built.home / "images"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "virtkit.cli.main", "image", "build", "--force"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # a terminal's Ctrl-C reaches the whole group: so does this
+    )
+    try:
+        deadline = time.monotonic() + 60
+        # Wait until the build is unpacking packages (the work directory has a root/ tree).
+        while not list(images.glob(".build-*/root/*")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the build never started unpacking"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err.decode()
+    assert b"interrupted" in err
+    assert list(images.glob(".build-*")) == []
+    assert list(images.glob(".dl-*")) == []
+    assert store.load(built.image.kernel.parent) == built.image  # still valid, not rebuilt

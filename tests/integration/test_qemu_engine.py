@@ -151,10 +151,7 @@ def test_user_mode_network_gets_an_address(boot: Boot) -> None:
     addrs: list[str] = []
     while time.monotonic() < deadline and "10.0.2.15" not in addrs:
         addrs = [
-            a["ip-address"]
-            for i in agent.network_interfaces()
-            for a in i.get("ip-addresses", [])
-            if i["name"] != "lo"
+            a["ip-address"] for i in agent.network_interfaces() for a in i.get("ip-addresses", []) if i["name"] != "lo"
         ]
         time.sleep(0.5)
     assert "10.0.2.15" in addrs

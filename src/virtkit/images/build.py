@@ -126,6 +126,7 @@ def _build_into(
         "builder": BUILDER_VERSION,
         "kernel_package": kernel_package,
         "packages": {p.name: p.version for p in packages},
+        "debs": sorted(p.filename for p in packages),
         "modules": [m.name for m in modules],
         "libraries": sorted(lib.soname for lib in libraries),
     }
@@ -179,6 +180,39 @@ def _newest_cached(name: str, kernel_package: str) -> Image | None:
         if img.name == name and store.load_inputs(img.kernel.parent).get("kernel_package") == kernel_package:
             return img
     return None
+
+
+def prune_images(keep: int = 1) -> list[Path]:
+    """Delete what the cache no longer needs; returns what was removed.
+
+    Kept: the newest *keep* valid entries per image name, and the .debs those entries were built from.
+    Removed: older entries, entries that fail verification, leftovers of killed builds, other .debs.
+    """
+    root = image_dir()
+    removed: list[Path] = []
+    with store.locked(root):
+        store.clean_stale(root)
+        kept: dict[str, int] = {}
+        needed_debs: set[str] | None = set()
+        valid = {img.kernel.parent: img for img in store.list_images(root)}
+        for d in sorted(store.entries(root), key=lambda d: -(valid[d].built_at if d in valid else 0.0)):
+            img = valid.get(d)
+            if img is not None and kept.get(img.name, 0) < keep:
+                kept[img.name] = kept.get(img.name, 0) + 1
+                debs = store.load_inputs(d).get("debs")
+                if isinstance(debs, list) and needed_debs is not None:
+                    needed_debs.update(str(x) for x in debs)
+                else:
+                    needed_debs = None  # an entry from before debs were recorded: keep every .deb
+                continue
+            store.discard(d)
+            removed.append(d)
+        if needed_debs is not None:
+            for deb in sorted((root / "debs").glob("*.deb")):
+                if deb.name not in needed_debs:
+                    deb.unlink()
+                    removed.append(deb)
+    return removed
 
 
 def list_images() -> list[Image]:

@@ -118,7 +118,7 @@ def discard(directory: Path) -> None:
 
 def clean_stale(root: Path) -> None:
     """Remove leftovers of builds killed before they could clean up (call with the lock held)."""
-    for p in root.glob(".build-*"):
+    for p in [*root.glob(".build-*"), *root.glob("debs/.dl-*")]:
         shutil.rmtree(p, ignore_errors=True)
 
 

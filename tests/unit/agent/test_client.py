@@ -130,9 +130,7 @@ def test_file_roundtrip_in_chunks(agent: Callable[..., AgentClient]) -> None:
             pos = cursor[7]
             chunk = bytes(store[7][pos : pos + args["count"]])
             cursor[7] = pos + len(chunk)
-            return {
-                "return": {"count": len(chunk), "buf-b64": base64.b64encode(chunk).decode(), "eof": not chunk}
-            }
+            return {"return": {"count": len(chunk), "buf-b64": base64.b64encode(chunk).decode(), "eof": not chunk}}
         return {"return": {}}
 
     client = agent(handler)
