@@ -68,6 +68,10 @@ def test_start_stop_idempotent_and_adopted_by_a_new_manager(nss: Namespaces, tmp
     assert [i.state for i in repaired] == ["active"]
     g = plug(w, m2, "vm-a", "default")
     assert g.dhcp()
+    # A restart of the network while the VM runs plugs its TAP back into the new bridge.
+    m2.stop("default")
+    m2.start("default")
+    assert g.ping("192.168.122.1")
     for p in nss.procs[1:]:
         p.terminate()
     m2.detach_vm("vm-a")

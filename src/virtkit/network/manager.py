@@ -305,6 +305,11 @@ class NetworkManager:
                 )
             br = links.ensure_bridge(ipr, spec.bridge, bridge_mac(spec.name))
             links.ensure_address(ipr, br.index, spec.subnet)
+            # Running VMs' TAPs fell off when the bridge went away (net-stop): plug them back in.
+            for a in self._attachments():
+                tap = links.get(ipr, a.ifname) if a.network == spec.name and a.kind == "tap" else None
+                if tap is not None and tap.master != br.index:
+                    ipr.link("set", index=tap.index, master=br.index)
         if spec.mode == "nat":
             ns.write_sysctls(
                 self.netns, {"net/ipv4/ip_forward": "1", f"net/ipv4/conf/{spec.bridge}/route_localnet": "1"}
