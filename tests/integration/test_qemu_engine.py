@@ -24,6 +24,7 @@ def test_exec_returns_the_guests_own_kernel(boot: Boot, tiny_image: object) -> N
     assert r.exitcode == 0
     assert r.stdout.decode().strip() == tiny_image.kernel_version  # type: ignore[attr-defined]
     assert m.status() is VmState.RUNNING
+    assert m.agent().exec(["uname", "-n"]).stdout.strip() == b"it"  # the machine's name is its hostname
 
 
 def test_exit_codes_and_stderr_propagate(boot: Boot) -> None:

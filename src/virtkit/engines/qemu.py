@@ -114,7 +114,7 @@ class QemuEngine:
             f"logfile={workdir / 'console.log'},logappend=on",
             "-serial", "chardev:serial0",
             "-kernel", str(spec.boot.kernel),
-            "-append", spec.boot.cmdline,
+            "-append", _cmdline(spec),
             "-device", "virtio-rng-pci",
         ]  # fmt: skip
         if spec.boot.initrd:
@@ -207,6 +207,13 @@ class QemuEngine:
             machine.destroy()
             raise
         return machine
+
+
+def _cmdline(spec: MachineSpec) -> str:
+    """The spec's command line, plus the machine's name as the guest hostname (the default image reads it)."""
+    if "virtkit.hostname=" in spec.boot.cmdline:
+        return spec.boot.cmdline
+    return f"{spec.boot.cmdline} virtkit.hostname={spec.name}"
 
 
 def _ifindex_in(netns: str | None, ifname: str) -> int:
