@@ -15,30 +15,12 @@ import pytest
 
 from tests.network.conftest import HOST_IP, OUT_IP, Namespaces, World, build_world, wait_for
 from virtkit.config import defaults
-from virtkit.config.machine import MachineSpec
 from virtkit.engines.qemu import QemuEngine, QemuMachine
 from virtkit.network import NetworkManager, NetworkSpec
 from virtkit.oneshot import spec_for
 
 pytestmark = [pytest.mark.network, pytest.mark.integration]
 OUTSIDE = ipaddress.ip_network("203.0.113.0/24")
-
-
-class NetnsQemu(QemuEngine):
-    """QemuEngine handed macvtap fds from the manager's device nodes (no udev /dev/tapN inside a namespace)."""
-
-    def __init__(self, netns: str, manager: NetworkManager) -> None:
-        super().__init__(netns=netns, accel="tcg")
-        self._m = manager
-
-    def _open_macvtaps(self, spec: MachineSpec) -> dict[int, int]:
-        import os
-
-        return {
-            i: os.open(self._m.macvtap_device(spec.name, i), os.O_RDWR)
-            for i, nic in enumerate(spec.nics)
-            if nic.kind == "macvtap"
-        }
 
 
 class Vm:
@@ -67,7 +49,7 @@ def guests(tiny_image: Any, tmp_path: Path) -> Iterator[Callable[..., Vm]]:
     def boot(w: World, m: NetworkManager, name: str, net: str, publish: tuple[str, ...] = ()) -> Vm:
         nic = m.attach_nic(name, 0, net, publish)
         spec = spec_for(tiny_image.kernel, tiny_image.initrd, name=name, nics=(nic,))
-        machine = NetnsQemu(w.host, m).start(spec, tmp_path / name, die_with_parent=True)
+        machine = QemuEngine(netns=w.host, accel="tcg").start(spec, tmp_path / name, die_with_parent=True)
         made.append((machine, m, name))
         machine.wait_ready(defaults.READY_TIMEOUT_S)
         vm = Vm(machine, str(nic.mac))

@@ -500,11 +500,8 @@ class NetworkManager:
                 self._unplug(att)
                 self._save_attachments(vm, [a for a in items if a.index != index])
                 raise
-        extra: dict[str, Any] = {}
-        if att.device and "device" in NicSpec.model_fields:
-            # Once NicSpec carries the macvtap node, the engine opens it directly (see macvtap_device()).
-            extra["device"] = Path(att.device)
-        return NicSpec(kind=att.kind, ifname=att.ifname, mac=att.mac, **extra)
+        device = Path(att.device) if att.device else None
+        return NicSpec(kind=att.kind, ifname=att.ifname, mac=att.mac, device=device)
 
     def _plug(self, vm: str, index: int, arg: NetworkArg, mac: str, pubs: builtins.list[Publish]) -> Attachment:
         with self._ipr() as ipr:
