@@ -151,3 +151,15 @@ def test_run_native_puts_the_console_on_the_terminal(kvm: object, test_kernels: 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_virtkit_run_engine_native_boots_with_console_on_terminal(kvm: object, test_kernels: dict[str, Path]) -> None:
+    """`virtkit run --engine native --kernel K` as a user types it: console output on stdout, exit 0 on poweroff."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "virtkit", "run", "--engine", "native", "--kernel", str(test_kernels["bzimage"]), "--memory", "64", "--cmdline", "console=ttyS0 from-the-cli poweroff"],
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert b"cmdline: console=ttyS0 from-the-cli poweroff" in proc.stdout
+    assert b"then: poweroff" in proc.stdout

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -21,13 +20,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from virtkit.errors import VirtkitError
 from virtkit.hypervisor.kvm import Kvm
 from virtkit.machine.config import VmmConfig
-from virtkit.machine.console import ConsoleSink
-from virtkit.machine.control import ConsoleServer, ControlServer
+from virtkit.machine.console import ConsoleSink, StreamWriter
 from virtkit.machine.runner import Runner
+
+if TYPE_CHECKING:
+    from virtkit.machine.control import UnixServer
 
 EXIT_OK, EXIT_CRASHED, EXIT_BAD_INPUT = 0, 1, 2
 CTRL_A = 0x01
@@ -117,10 +119,6 @@ def summary(runner: Runner, timings: dict[str, float]) -> str:
     return "; ".join(parts)
 
 
-def _stdout_writer(data: bytes) -> None:
-    os.write(sys.stdout.fileno(), data)
-
-
 def run(args: argparse.Namespace, on_runner: Callable[[Runner], None] | None = None) -> int:
     """Run the VMM in this process (the main thread must call it); returns the exit status."""
     startup = process_age()
@@ -130,10 +128,11 @@ def run(args: argparse.Namespace, on_runner: Callable[[Runner], None] | None = N
         print(f"virtkit-native: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     console = ConsoleSink(args.console_log)
-    if args.console == "stdio":
-        console.add_listener(_stdout_writer)
+    stdout = StreamWriter(sys.stdout.fileno()) if args.console == "stdio" else None
+    if stdout is not None:
+        console.add_listener(stdout)
     runner = Runner(config, Kvm, console)
-    servers: list[ControlServer | ConsoleServer] = []
+    servers: list[UnixServer] = []
     previous = {}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -142,10 +141,14 @@ def run(args: argparse.Namespace, on_runner: Callable[[Runner], None] | None = N
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         previous[sig] = signal.signal(sig, on_signal)
     try:
-        if args.control:
-            servers.append(ControlServer(args.control, runner))
-        if args.console_socket:
-            servers.append(ConsoleServer(args.console_socket, runner))
+        if args.control or args.console_socket:
+            # imported only when asked for: start-up time counts under nested virtualization
+            from virtkit.machine.control import ConsoleServer, ControlServer
+
+            if args.control:
+                servers.append(ControlServer(args.control, runner))
+            if args.console_socket:
+                servers.append(ConsoleServer(args.console_socket, runner))
         if args.stdin:
             threading.Thread(target=pump_stdin, args=(runner, sys.stdin.fileno()), name="stdin", daemon=True).start()
         if on_runner is not None:
@@ -157,6 +160,8 @@ def run(args: argparse.Namespace, on_runner: Callable[[Runner], None] | None = N
             return EXIT_BAD_INPUT
         timings = {"python_start": startup, **runner.timings}
         if args.stats_json and runner.last_statistics is not None:
+            import json
+
             args.stats_json.write_text(
                 json.dumps(
                     {
@@ -167,11 +172,15 @@ def run(args: argparse.Namespace, on_runner: Callable[[Runner], None] | None = N
                     }
                 )
             )
+        if stdout is not None:
+            stdout.close()  # the guest's last words before ours
         print(f"virtkit-native: {outcome.kind}: {outcome.reason} ({summary(runner, timings)})", file=sys.stderr)
         return EXIT_CRASHED if outcome.kind == "crashed" else EXIT_OK
     finally:
         for server in servers:
             server.close()
+        if stdout is not None:
+            stdout.close()
         console.close()
         for sig, handler in previous.items():
             with contextlib.suppress(TypeError, ValueError):

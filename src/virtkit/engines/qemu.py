@@ -153,8 +153,8 @@ class QemuEngine:
         for i, nic in enumerate(spec.nics):
             if nic.kind != "macvtap":
                 continue
-            ifindex = _ifindex_in(self.netns, str(nic.ifname))
-            fds[i] = os.open(f"/dev/tap{ifindex}", os.O_RDWR)
+            path = str(nic.device) if nic.device else f"/dev/tap{_ifindex_in(self.netns, str(nic.ifname))}"
+            fds[i] = os.open(path, os.O_RDWR)
         return fds
 
     def _check(self, spec: MachineSpec) -> None:

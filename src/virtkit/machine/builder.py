@@ -79,37 +79,23 @@ def build(
     initrd_data = read_initrd(config.initrd)
     memory = GuestMemory.anonymous(layout.ram_layout(config.memory_mib * MIB))
     vm: Vm | None = None
-    closers: list[Callable[[], None]] = []
+    vmm: Vmm | None = None
     try:
         vm = create_vm(hypervisor, memory)
         entry = load_guest(memory, kernel, cmdline, initrd_data, config)
-        pio, mmio, com1 = attach_devices(vm, console)
-        devices, closers = virtio_devices(config, console)  # closed below if a later step fails
-        notifier = Notifier(vm) if devices and config.ioeventfd else None
-        msi = MsiSender(vm) if devices and config.irqfd else None
-        if msi is not None:
-            closers.insert(0, msi.close)
-        if notifier is not None:
-            closers.insert(0, notifier.close)  # first: no device work may follow the irqfds' closing
-        attach_pci(vm, memory, pio, mmio, devices, notifier, msi)
         features = tuple(paravirt_features(guest_cpuid(hypervisor.supported_cpuid(), 0, 1, config.paravirt)))
-        vmm = Vmm(vm, memory, pio, mmio, com1, entry.protocol, features)
-        vmm.closers.extend(closers)
-        pio.insert(i8042.I8042(lambda: vmm.finish(Outcome("reset", "i8042 reset"))), i8042.PORT_BASE,
-                   i8042.PORT_LENGTH)  # fmt: skip
-        if config.acpi:
-            sci = IrqLine(acpi.SCI_IRQ, vm.set_irq_line)
-            pm = acpi_pm.AcpiPm(acpi.S5_SLP_TYP, lambda: vmm.finish(Outcome("poweroff", "ACPI S5")), sci)
-            pio.insert(pm, acpi_pm.PORT_BASE, acpi_pm.PORT_LENGTH)
-            vmm.power_button = pm.press_power_button
+        vmm = Vmm(vm, memory, Bus("pio", 0x10000), Bus("mmio", 1 << 48), entry.protocol, features)
+        attach_devices(vmm, config, console)
+        attach_virtio(vmm, config, console)
         create_vcpus(vmm, hypervisor, config, entry)
         return vmm
     except BaseException:
-        for close in closers:
-            close()
-        if vm is not None:
-            vm.close()
-        memory.close()
+        if vmm is not None:
+            vmm.close()  # vCPUs, VM and memory
+        else:
+            if vm is not None:
+                vm.close()
+            memory.close()
         raise
 
 
@@ -169,21 +155,26 @@ def load_guest(
     return write_boot_info(memory, kernel, cmdline, initrd, e820_map(ram), rsdp)
 
 
-def attach_devices(vm: Vm, console: Callable[[bytes], None]) -> tuple[Bus, Bus, serial.Serial]:
-    pio = Bus("pio", 0x10000)
-    mmio = Bus("mmio", 1 << 48)
-    com1 = serial.Serial(IrqLine(serial.IRQ_COM1, vm.set_irq_line), console)
-    pio.insert(com1, serial.PORT_COM1, 8)
+def attach_devices(vmm: Vmm, config: VmmConfig, console: Callable[[bytes], None]) -> None:
+    """COM1, the CMOS stand-in, the i8042 (its reset line ends or restarts the machine) and, with ACPI, the
+    PM1 registers (S5 powers off; the power button raises the SCI)."""
+    vm, pio = vmm.vm, vmm.pio
+    vmm.serial = serial.Serial(IrqLine(serial.IRQ_COM1, vm.set_irq_line), console)
+    pio.insert(vmm.serial, serial.PORT_COM1, 8)
     pio.insert(cmos.Cmos(), cmos.PORT_BASE, cmos.PORT_LENGTH)
-    return pio, mmio, com1
+    pio.insert(i8042.I8042(lambda: vmm.finish(Outcome("reset", "i8042 reset"))), i8042.PORT_BASE, i8042.PORT_LENGTH)
+    if config.acpi:
+        sci = IrqLine(acpi.SCI_IRQ, vm.set_irq_line)
+        pm = acpi_pm.AcpiPm(acpi.S5_SLP_TYP, lambda: vmm.finish(Outcome("poweroff", "ACPI S5")), sci)
+        pio.insert(pm, acpi_pm.PORT_BASE, acpi_pm.PORT_LENGTH)
+        vmm.power_button = pm.press_power_button
 
 
 def virtio_devices(
-    config: VmmConfig, console: Callable[[bytes], None]
-) -> tuple[list[VirtioDevice], list[Callable[[], None]]]:
-    """The virtio devices, and what to close with the machine (the agent socket)."""
+    config: VmmConfig, console: Callable[[bytes], None], closers: list[Callable[[], None]]
+) -> list[VirtioDevice]:
+    """The virtio devices; what must be closed with the machine (the agent socket) goes on ``closers``."""
     devices: list[VirtioDevice] = []
-    closers: list[Callable[[], None]] = []
     if config.agent_socket is not None:
         agent = Port(AGENT_PORT, lambda data: None)
         vcon = Console([Port(None, console), agent])
@@ -199,13 +190,27 @@ def virtio_devices(
         devices.append(vcon)
     if config.virtio_rng:
         devices.append(Rng())
-    return devices, closers
+    return devices
+
+
+def attach_virtio(vmm: Vmm, config: VmmConfig, console: Callable[[bytes], None]) -> None:
+    """The PCI root and the virtio devices, with ioeventfd notifications and irqfd MSIs. Their host-side
+    backends go on ``vmm.closers`` as soon as they exist, so a failure later in the build closes them."""
+    devices = virtio_devices(config, console, vmm.closers)
+    notifier = Notifier(vmm.vm) if devices and config.ioeventfd else None
+    msi = MsiSender(vmm.vm) if devices and config.irqfd else None
+    if msi is not None:
+        vmm.closers.insert(0, msi.close)
+    if notifier is not None:
+        vmm.closers.insert(0, notifier.close)  # first: no device work may follow the irqfds' closing
+    attach_pci(vmm.vm, vmm.memory, vmm.pio, vmm.mmio, devices, notifier, msi)
 
 
 def create_vcpus(vmm: Vmm, hypervisor: Hypervisor, config: VmmConfig, entry: Entry) -> None:
     supported = hypervisor.supported_cpuid()
     for index in range(config.vcpus):
         vcpu = vmm.vm.create_vcpu(index)
+        vmm.add_vcpu_thread(VcpuThread(vcpu, vmm.dispatcher, vmm.finish))  # from here on Vmm.close() closes it
         vcpu.set_cpuid(guest_cpuid(supported, index, config.vcpus, config.paravirt))
         with contextlib.suppress(HypervisorError):
             vcpu.set_msrs(regs.boot_msrs())  # KVM-PVM refuses some; the guest copes with reset values
@@ -213,4 +218,3 @@ def create_vcpus(vmm: Vmm, hypervisor: Hypervisor, config: VmmConfig, entry: Ent
         apic_base = vcpu.get_special_registers().apic_base
         vcpu.set_special_registers(regs.special_registers(entry.long_mode, apic_base))
         vcpu.set_registers(regs.entry_registers(entry.rip, rsi=entry.rsi, rbx=entry.rbx))
-        vmm.add_vcpu_thread(VcpuThread(vcpu, vmm.dispatcher, vmm.finish))

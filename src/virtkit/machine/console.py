@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -59,3 +61,35 @@ class ConsoleSink:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+
+
+class StreamWriter:
+    """Copies console output to a file descriptor (a terminal, a pipe) from its own thread, so a reader that
+    stops reading can never block a vCPU: past ``max_pending`` chunks, output for this stream is dropped."""
+
+    def __init__(self, fd: int, max_pending: int = 4096) -> None:
+        self._fd = fd
+        self._queue: queue.Queue[bytes | None] = queue.Queue(max_pending)
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._drain, name=f"console-fd{fd}", daemon=True)
+        self._thread.start()
+
+    def __call__(self, data: bytes) -> None:
+        try:
+            self._queue.put_nowait(data)
+        except queue.Full:
+            self.dropped += len(data)
+
+    def _drain(self) -> None:
+        while (data := self._queue.get()) is not None:
+            try:
+                while data:
+                    data = data[os.write(self._fd, data) :]
+            except OSError:
+                return  # the reader went away: nothing more to do
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Flush what is queued (waiting at most ``timeout`` for a slow reader)."""
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=timeout)
+        self._thread.join(timeout)

@@ -24,7 +24,7 @@ from virtkit.machine.runner import Runner
 MAX_LINE = 1 << 20
 
 
-class _UnixServer:
+class UnixServer:
     def __init__(self, path: Path) -> None:
         self.path = path
         with contextlib.suppress(FileNotFoundError):
@@ -60,7 +60,7 @@ class _UnixServer:
             self.path.unlink()
 
 
-class ControlServer(_UnixServer):
+class ControlServer(UnixServer):
     def __init__(self, path: Path, runner: Runner) -> None:
         self.runner = runner
         super().__init__(path)
@@ -101,7 +101,7 @@ class ControlServer(_UnixServer):
         return {"ok": True, "state": runner.state}
 
 
-class ConsoleServer(_UnixServer):
+class ConsoleServer(UnixServer):
     def __init__(self, path: Path, runner: Runner) -> None:
         self.runner = runner
         super().__init__(path)

@@ -29,13 +29,14 @@ class Statistics:
 
 
 class Vmm:
+    serial: Serial  # COM1, attached by the builder
+
     def __init__(
         self,
         vm: Vm,
         memory: GuestMemory,
         pio: Bus,
         mmio: Bus,
-        serial: Serial,
         entry: str,
         paravirt_features: tuple[str, ...] = (),
     ) -> None:
@@ -43,7 +44,6 @@ class Vmm:
         self.memory = memory
         self.pio = pio
         self.mmio = mmio
-        self.serial = serial
         self.entry = entry
         self.paravirt_features = paravirt_features
         self.dispatcher = ExitDispatcher(pio, mmio)

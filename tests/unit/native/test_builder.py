@@ -111,3 +111,29 @@ def test_runner_ends_on_reset_when_asked(bzimage: Path) -> None:
     runner = Runner(VmmConfig(bzimage, memory_mib=64, on_reset="exit"), lambda: hv, ConsoleSink(), 1024)
     outcome = runner.run()
     assert (outcome.kind, outcome.reason, runner.boots) == ("reset", "i8042 reset", 1)
+
+
+def test_a_failing_vcpu_setup_releases_everything(bzimage: Path) -> None:
+    from virtkit.hypervisor.base import HypervisorError
+    from virtkit.hypervisor.fake import FakeVcpu, FakeVm
+
+    class NoCpuid(FakeVcpu):
+        def set_cpuid(self, entries: object) -> None:
+            raise HypervisorError("KVM_SET_CPUID2 failed: Invalid argument")
+
+    class Vm(FakeVm):
+        def create_vcpu(self, index: int) -> FakeVcpu:
+            vcpu = NoCpuid(index)
+            self.vcpus.append(vcpu)
+            return vcpu
+
+    class Hv(FakeHypervisor):
+        def create_vm(self) -> FakeVm:
+            vm = Vm()
+            self.vms.append(vm)
+            return vm
+
+    hv = Hv()
+    with pytest.raises(HypervisorError, match="SET_CPUID2"):
+        build(VmmConfig(bzimage, memory_mib=64), hv, lambda b: None, mem_available_mib=1024)
+    assert hv.vms[0].closed and hv.vms[0].vcpus[0].closed
