@@ -132,3 +132,32 @@ def test_arbitrary_control_messages_never_escape(messages: list[tuple[int, int, 
     for port, event, value in messages:
         g.control(port, event, value)
     assert len(g.dev._control_out) <= vc.MAX_CONTROL_PENDING
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 5),  # queue
+            st.integers(0, 2**64 - 1),  # address
+            st.integers(0, 2**32 - 1),  # length
+            st.integers(0, 7),  # flags
+            st.integers(0, 20),  # next
+        ),
+        max_size=10,
+    ),
+    st.binary(max_size=64),
+)
+def test_arbitrary_descriptors_on_every_queue_never_escape(
+    descs: list[tuple[int, int, int, int, int]], host_input: bytes
+) -> None:
+    g = Guest()
+    handshake(g)
+    for q, address, length, flags, nxt in descs:
+        d = g.q[q]
+        d.desc(d.avail_idx % d.size, address, length, flags, nxt)
+        d.offer(d.avail_idx % d.size)
+        g.dev.notify(q)
+        g.dev.input(1, host_input)
+    assert g.dev.broken is None or g.dev.status & vd.DEVICE_NEEDS_RESET
+    assert len(g.dev.ports[1].pending) <= vc.MAX_PENDING

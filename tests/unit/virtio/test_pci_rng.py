@@ -8,14 +8,14 @@ import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from virtio_driver import AVAIL, DESC, USED, Driver, memory
+from virtio_driver import AVAIL, DESC, MEMORY, USED, Driver, memory
 
 from virtkit.devices.pci.config import PciConfig
 from virtkit.devices.pci.root import WINDOW_BASE, PciRoot, PciWindow
 from virtkit.devices.trigger import RecordingTrigger
 from virtkit.virtio import device as vd
 from virtkit.virtio import pci
-from virtkit.virtio.queue import VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE
+from virtkit.virtio.queue import MAX_CHAIN_BYTES, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE
 from virtkit.virtio.rng import Rng
 
 BAR = WINDOW_BASE
@@ -211,3 +211,64 @@ def test_pci_config_is_bounded() -> None:
     c.write(0, 4, 0xFFFFFFFF)  # ids are read-only
     assert c.read(0, 4) == 0x00020001
     _ = VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE
+
+
+MALFORMED = st.one_of(
+    st.tuples(st.just("loop"), st.integers(1, 16)),  # a cycle of this many descriptors
+    st.tuples(st.just("outside"), st.integers(MEMORY, 2**64 - 17)),
+    st.tuples(st.just("oversize"), st.integers(MAX_CHAIN_BYTES + 1, 2**32 - 1)),
+    st.tuples(st.just("bad-head"), st.integers(16, 0xFFFF)),
+    st.tuples(st.just("bad-next"), st.integers(16, 0xFFFF)),
+    st.tuples(st.just("wrong-direction"), st.integers(1, 4)),
+    st.tuples(st.just("avail-jump"), st.integers(17, 0xFFFF)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=MALFORMED, good_first=st.booleans())
+def test_every_malformed_case_flags_needs_reset_and_the_device_recovers(
+    case: tuple[str, int], good_first: bool
+) -> None:
+    m = Machine()
+    d = m.bring_up()
+    if good_first:  # a well-formed request before the bad one changes nothing
+        d.offer(d.chain([], [8], start=15)[0])
+        m.notify()
+        assert len(d.used()) == 1
+    kind, n = case
+    buf = d.buffer(16)
+    if kind == "loop":
+        for i in range(n):
+            d.desc(i, buf, 8, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, (i + 1) % n)
+        d.offer(0)
+    elif kind == "outside":
+        d.desc(0, n, 16, VIRTQ_DESC_F_WRITE)
+        d.offer(0)
+    elif kind == "oversize":
+        d.desc(0, buf, n, VIRTQ_DESC_F_WRITE)
+        d.offer(0)
+    elif kind == "bad-head":
+        d.offer(n)
+    elif kind == "bad-next":
+        d.desc(0, buf, 8, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, n)
+        d.offer(0)
+    elif kind == "wrong-direction":
+        for i in range(n):
+            d.desc(i, buf, 8, VIRTQ_DESC_F_NEXT if i + 1 < n else 0, i + 1)
+        d.offer(0)
+    else:
+        d.desc(0, buf, 8, VIRTQ_DESC_F_WRITE)
+        d.offer(0)
+        d.mem.write_u16(AVAIL + 2, (d.avail_idx + n - 1) & 0xFFFF)
+    used_before = len(d.used())
+    m.notify()
+    assert m.status & vd.DEVICE_NEEDS_RESET, case
+    assert len(d.used()) == used_before  # nothing half-done was returned
+    m.notify()  # further notifications are ignored, not re-raised
+    assert m.rng.broken is not None
+    m.w(m.caps()[pci.COMMON_CFG][1] + 0x14, 0, 1)  # the driver resets: the device works again
+    d.mem.write(DESC, bytes(USED + 0x1000 - DESC))
+    d = m.bring_up()
+    d.offer(d.chain([], [8])[0])
+    m.notify()
+    assert len(d.used()) == 1 and not m.status & vd.DEVICE_NEEDS_RESET
