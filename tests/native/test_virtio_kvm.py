@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from native_harness import Boot
 
 from virtkit.machine.config import Outcome
+from virtkit.machine.vcpu import VcpuState
 
 RNG_OK = re.compile(r"virtio-rng: status=0x0f used=1 bytes=64 nonzero=1 msi=1\n")
 
@@ -80,3 +82,24 @@ def test_virtio_console_handshake_and_agent_port_echo(
     assert "hvc0 says hi" in text  # port 0, the console port, reaches the console log
     assert "vconsole: got 5 bytes\n" in text
     assert not sock_path.exists()  # the VMM removed its socket when it ended
+
+
+def test_two_vcpus_pause_and_resume_together(boot: Callable[..., Boot], test_kernels: dict[str, Path]) -> None:
+    """With --vcpus 2 the second vCPU waits for INIT/SIPI inside KVM_RUN (the test kernel never starts it);
+    pause must still kick and park both threads, and resume must restart both."""
+    b = boot(test_kernels["bzimage"], "echo reset", on_reset="exit", vcpus=2)
+    b.wait_for("echo: ready")
+    vmm = b.runner._vmm
+    assert vmm is not None and len(vmm.threads) == 2
+    started = time.monotonic()
+    b.runner.pause()
+    assert time.monotonic() - started < 2.0
+    assert b.runner.state == "paused" and all(t.state is VcpuState.PAUSED for t in vmm.threads)
+    b.runner.send_input(b"p")
+    time.sleep(0.3)
+    assert "echo: p" not in b.text()
+    b.runner.resume()
+    b.wait_for("echo: p\n")
+    assert all(t.state is VcpuState.RUNNING for t in vmm.threads)
+    b.runner.send_input(b"q")
+    assert b.wait().kind == "reset"
