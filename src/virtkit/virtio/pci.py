@@ -97,6 +97,13 @@ class VirtioPci:
         self.config.add_capability(CAP_VENDOR, _virtio_cap(DEVICE_CFG, DEVICE_OFFSET, DEVICE_LENGTH))
         self.config.add_capability(CAP_VENDOR, _virtio_cap(NOTIFY_CFG, NOTIFY_OFFSET, NOTIFY_LENGTH,
                                                            struct.pack("<I", NOTIFY_MULTIPLIER)))  # fmt: skip
+        # VIRTIO_PCI_CAP_PCI_CFG (4.1.4.9): a window into the BAR through config space; bar, offset and length
+        # are the driver's to write, pci_cfg_data is the access
+        cfg_cap = _virtio_cap(PCI_CFG, 0, 0, bytes(4))
+        self.cfg_cap = self.config.add_capability(
+            CAP_VENDOR, cfg_cap, writable=bytes(2) + b"\xff" + bytes(3) + b"\xff" * 8 + bytes(4)
+        )
+        self.config.window = (self.cfg_cap + 16, self._cfg_window_read, self._cfg_window_write)
         msix_body = struct.pack("<HII", self.vectors - 1, MSIX_TABLE_OFFSET, MSIX_PBA_OFFSET)
         self.msix_cap = self.config.add_capability(CAP_MSIX, msix_body, writable=b"\x00\xc0" + bytes(8))
         self.msix_table = bytearray(16 * self.vectors)
@@ -112,6 +119,26 @@ class VirtioPci:
         self.wiring = wiring
         self._wired: set[int] = set()
         self.config.on_change = self._rewire
+
+    # --- the PCI configuration access capability -----------------------------------------------------------
+
+    def _cfg_window(self) -> tuple[int, int] | None:
+        bar, offset, length = (
+            self.config.data[self.cfg_cap + 4],
+            *struct.unpack_from("<II", self.config.data, self.cfg_cap + 8),
+        )
+        if bar != 0 or length not in (1, 2, 4) or offset + length > BAR_SIZE:
+            return None
+        return offset, length
+
+    def _cfg_window_read(self, size: int) -> bytes:
+        window = self._cfg_window()
+        return self.bar_read(0, *window) if window is not None else b"\xff" * size
+
+    def _cfg_window_write(self, data: bytes) -> None:
+        window = self._cfg_window()
+        if window is not None:
+            self.bar_write(0, window[0], data[: window[1]].ljust(window[1], b"\0"))
 
     # --- ioeventfd --------------------------------------------------------------------------------------
 

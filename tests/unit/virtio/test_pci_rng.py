@@ -103,7 +103,7 @@ def test_enumeration_sees_host_bridge_and_virtio_rng() -> None:
     m.cfg_write(m.slot, 0x10, 0xFFFFFFFF)
     assert m.cfg_read(m.slot, 0x10) == (~(pci.BAR_SIZE - 1)) & 0xFFFFFFFF
     m.cfg_write(m.slot, 0x10, BAR)
-    assert set(m.caps()) == {pci.COMMON_CFG, pci.NOTIFY_CFG, pci.ISR_CFG, pci.DEVICE_CFG}
+    assert set(m.caps()) == {pci.COMMON_CFG, pci.NOTIFY_CFG, pci.ISR_CFG, pci.DEVICE_CFG, pci.PCI_CFG}
     assert m.r(0, 4) == 0xFFFFFFFF  # memory decoding is off until the driver turns it on
     m.cfg_write(m.slot, 4, 2, 2)
     assert m.r(m.caps()[pci.COMMON_CFG][1] + 0x12, 2) == 1  # num_queues
@@ -272,3 +272,21 @@ def test_every_malformed_case_flags_needs_reset_and_the_device_recovers(
     d.offer(d.chain([], [8])[0])
     m.notify()
     assert len(d.used()) == 1 and not m.status & vd.DEVICE_NEEDS_RESET
+
+
+def test_pci_cfg_capability_is_a_window_into_the_bar() -> None:
+    m = Machine()
+    cap = m.fn.cfg_cap
+    common = m.caps()[pci.COMMON_CFG][1]
+    m.cfg_write(m.slot, cap + 4, 0, 1)  # bar 0
+    m.cfg_write(m.slot, cap + 8, common + 0x12)  # num_queues
+    m.cfg_write(m.slot, cap + 12, 2)
+    assert m.cfg_read(m.slot, cap + 16, 2) == 1
+    m.cfg_write(m.slot, cap + 8, common + 0x14)  # device_status, written through the window
+    m.cfg_write(m.slot, cap + 12, 1)
+    m.cfg_write(m.slot, cap + 16, vd.ACKNOWLEDGE, 1)
+    assert m.rng.status == vd.ACKNOWLEDGE
+    m.cfg_write(m.slot, cap + 8, pci.BAR_SIZE)  # past the BAR: reads all ones, writes nothing
+    assert m.cfg_read(m.slot, cap + 16, 1) == 0xFF
+    m.cfg_write(m.slot, cap + 3, 0x77, 1)  # cfg_type is read-only
+    assert m.cfg_read(m.slot, cap + 3, 1) == pci.PCI_CFG

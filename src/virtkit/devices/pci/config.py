@@ -39,6 +39,8 @@ class PciConfig:
         self.writable = bytearray(CONFIG_SIZE)  # per-byte write masks
         # called after every config write (a BAR moved, decoding turned on or off)
         self.on_change: Callable[[], None] | None = None
+        # one 4-byte register backed by the device rather than by config bytes: (offset, read, write)
+        self.window: tuple[int, Callable[[int], bytes], Callable[[bytes], None]] | None = None
         self._mask(COMMAND, 2, 0x0406)  # memory space, bus master, INTx disable
         self._mask(INTERRUPT_LINE, 1, 0xFF)
 
@@ -76,10 +78,15 @@ class PciConfig:
     def read(self, offset: int, size: int) -> int:
         if offset < 0 or offset + size > CONFIG_SIZE:
             return (1 << (8 * size)) - 1
+        if self.window is not None and self.window[0] <= offset < self.window[0] + 4:
+            return int.from_bytes(self.window[1](size)[:size].ljust(size, b"\xff"), "little")
         return int.from_bytes(self.data[offset : offset + size], "little")
 
     def write(self, offset: int, size: int, value: int) -> None:
         if offset < 0 or offset + size > CONFIG_SIZE:
+            return
+        if self.window is not None and self.window[0] <= offset < self.window[0] + 4:
+            self.window[2](value.to_bytes(size, "little"))
             return
         for i in range(size):
             mask = self.writable[offset + i]
