@@ -118,7 +118,7 @@ class VirtioPci:
         device.interrupt = _Interrupt(self)
         self.wiring = wiring
         self._wired: set[int] = set()
-        self.config.on_change = self._rewire
+        self.config.on_change = self._config_changed
 
     # --- the PCI configuration access capability -----------------------------------------------------------
 
@@ -139,6 +139,12 @@ class VirtioPci:
         window = self._cfg_window()
         if window is not None:
             self.bar_write(0, window[0], data[: window[1]].ljust(window[1], b"\0"))
+
+    def _config_changed(self) -> None:
+        self._rewire()
+        with self.device.lock:  # clearing the function mask delivers what it held back
+            if self.msix_enabled:
+                self._deliver_pending()
 
     # --- ioeventfd --------------------------------------------------------------------------------------
 

@@ -132,6 +132,18 @@ def test_masked_vector_is_pending_until_unmasked() -> None:
     assert m.msis == [(0xFEE00000, 0x41)] and m.r(pci.MSIX_PBA_OFFSET, 8) == 0
 
 
+def test_function_mask_holds_messages_until_cleared() -> None:
+    m = Machine()
+    d = m.bring_up()
+    cap = m.fn.msix_cap
+    m.cfg_write(m.slot, cap + 2, 0xC000, 2)  # enabled, function masked
+    d.offer(d.chain([], [8])[0])
+    m.notify()
+    assert m.msis == [] and m.fn.pending[0]
+    m.cfg_write(m.slot, cap + 2, 0x8000, 2)
+    assert m.msis == [(0xFEE00000, 0x41)] and not m.fn.pending[0]
+
+
 def test_rng_with_intx_and_isr_acknowledge() -> None:
     m = Machine()
     d = m.bring_up(msix=False)
