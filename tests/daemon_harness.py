@@ -1,0 +1,94 @@
+"""Runs a real virtkitd (a subprocess on a unix socket in a temp dir) for tests, and cleans up after it:
+every VM supervisor it started, their engines, their cgroups."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from virtkit.client import Client
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+class Daemon:
+    def __init__(self, home: Path, env: dict[str, str] | None = None, tcp: str | None = None) -> None:
+        self.home = home
+        self.socket = home / "virtkitd.sock"
+        self.tcp = tcp
+        self.cgroup_parent = f"virtkit-test-{uuid.uuid4().hex[:8]}"
+        self.env = {**os.environ, "VIRTKIT_HOME": str(home), "VIRTKIT_CGROUP_PARENT": self.cgroup_parent,
+                    "PYTHONPATH": str(SRC), **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *extra: str) -> None:
+        args = [sys.executable, "-m", "virtkit.daemon", "--home", str(self.home), "--log-level", "warning"]
+        if self.tcp:
+            args += ["--tcp", self.tcp, "--token-file", str(self.home / "token")]
+        log = open(self.home / "virtkitd.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([*args, *extra], env=self.env, stdout=log, stderr=log,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        c = Client(socket=self.socket)
+        deadline = time.monotonic() + 30
+        while not c.ping():
+            if self.proc.poll() is not None:
+                raise RuntimeError("virtkitd exited: " + (self.home / "virtkitd.log").read_text()[-2000:])
+            if time.monotonic() > deadline:
+                raise RuntimeError("virtkitd did not come up")
+            time.sleep(0.05)
+        c.close()
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(30)
+
+    def client(self) -> Client:
+        return Client(socket=self.socket)
+
+    def supervisor_pids(self) -> list[int]:
+        out = []
+        for pf in (self.home / "vms").glob("*/vmproc.pid"):
+            with contextlib.suppress(OSError, ValueError):
+                out.append(int(pf.read_text()))
+        return out
+
+    def cleanup(self) -> None:
+        """Destroy every VM through the API if the daemon answers, then kill what is left, by pid."""
+        with contextlib.suppress(Exception), self.client() as c:
+            for d in c.list():
+                with contextlib.suppress(Exception):
+                    c.destroy(d.name)
+        self.kill()
+        from virtkit.daemon.cgroups import VmCgroup
+
+        for vm in (self.home / "vms").glob("*") if (self.home / "vms").exists() else []:
+            cg = VmCgroup(vm.name, parent=self.cgroup_parent)
+            for _ in range(3):
+                for pid in cg.pids():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                time.sleep(0.1)
+            cg.remove()
+            cg.remove_parent()
+        for pid in self.supervisor_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def running_daemon(home: Path, env: dict[str, str] | None = None, tcp: str | None = None) -> Iterator[Daemon]:
+    d = Daemon(home, env, tcp)
+    try:
+        d.start()
+        yield d
+    finally:
+        d.cleanup()
