@@ -76,6 +76,10 @@ class Machine(Protocol):
 
     def agent(self) -> AgentClient: ...
 
+    def wait_ready(self, timeout: float = ...) -> float:
+        """Block until the guest agent answers; returns seconds waited. Raises GuestTimeout (with the
+        console's last lines) if it does not, or if the machine stops first."""
+
     def console(self) -> str:
         """What the guest has written to its serial console so far."""
 
@@ -85,4 +89,6 @@ class Engine(Protocol):
 
     def availability(self) -> Availability: ...
 
-    def start(self, spec: MachineSpec, workdir: Path) -> Machine: ...
+    def start(self, spec: MachineSpec, workdir: Path, die_with_parent: bool = False) -> Machine:
+        """Start ``spec`` with its run files in ``workdir``. ``die_with_parent`` ties the machine's
+        lifetime to the calling process (a one-shot run) instead of letting it outlive it."""

@@ -126,9 +126,7 @@ def probe(
     qemu: str | None = None,
 ) -> HostReport:
     model, flags = _cpuinfo(proc / "cpuinfo")
-    modules = frozenset(
-        m for m in ("kvm", "kvm_intel", "kvm_amd", "kvm_pvm") if (sys_module / m).exists()
-    )
+    modules = frozenset(m for m in ("kvm", "kvm_intel", "kvm_amd", "kvm_pvm") if (sys_module / m).exists())
     qemu_binary = shutil.which(qemu or os.environ.get("VIRTKIT_QEMU", "qemu-system-x86_64"))
     report = HostReport(
         cpu_model=model,

@@ -1,0 +1,3 @@
+from virtkit.cli.main import main
+
+main()

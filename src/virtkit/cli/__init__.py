@@ -1,0 +1,1 @@
+"""The ``virtkit`` command line."""

@@ -1,0 +1,189 @@
+"""``virtkit run``: the main job, from image to output to power-off."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from virtkit.agent.client import ExecResult
+from virtkit.config.machine import DiskSpec, NicSpec
+from virtkit.engines.select import pick_engine
+from virtkit.errors import ConfigError
+from virtkit.host.probe import probe
+from virtkit.oneshot import oneshot, spec_for
+from virtkit.storage.disks import inspect_disk
+
+
+def build_image_with_progress(name: str, err: Console) -> Any:
+    """Build (or reuse) an image, showing a progress bar on stderr while real work happens."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from virtkit.images import build_image
+
+    progress = Progress(
+        TextColumn("[bold]image {task.fields[image]}[/]"),
+        BarColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+    task = progress.add_task("checking cache", total=1.0, image=name)
+
+    def report(stage: str, fraction: float) -> None:
+        if not progress.live.is_started:
+            progress.start()
+        progress.update(task, description=stage, completed=fraction)
+
+    try:
+        return build_image(name, progress=report)
+    finally:
+        progress.stop()
+
+
+def _nics(network: str) -> tuple[NicSpec, ...]:
+    if network == "none":
+        return ()
+    if network == "user":
+        return (NicSpec(kind="user"),)
+    raise ConfigError(
+        f"unknown --network {network!r}",
+        hint="use none or user here; virtual networks (default, bridge=, direct=) need `virtkit net-*`",
+    )
+
+
+def _disks(paths: Sequence[Path]) -> tuple[DiskSpec, ...]:
+    specs = []
+    for p in paths:
+        info = inspect_disk(p.resolve())
+        specs.append(DiskSpec(path=p.resolve(), format="qcow2" if info.format == "qcow2" else "raw"))
+    return tuple(specs)
+
+
+def run(
+    *,
+    commands: Sequence[tuple[str, ...]],
+    image: str,
+    engine: str,
+    kernel: Path | None,
+    initrd: Path | None,
+    cmdline: str,
+    memory: int,
+    vcpus: int,
+    disks: Sequence[Path],
+    network: str,
+    paravirt: bool,
+    keep: bool,
+    timeout: float,
+    json_out: bool,
+    out: Console,
+    err: Console,
+) -> int:
+    report = probe()
+    eng = pick_engine(engine, report)
+    avail = eng.availability()
+    if not avail.usable:
+        raise ConfigError(f"the {eng.name} engine cannot run here: {avail.reason}", hint="try --engine qemu")
+    kernel_version: str | None = None
+    if kernel is not None:
+        if initrd is None:
+            raise ConfigError("--kernel needs --initrd here", hint="give --initrd PATH (the agent lives in it)")
+        kernel_path, initrd_path = kernel.resolve(), initrd.resolve()
+    else:
+        img = build_image_with_progress(image, err)
+        kernel_path, initrd_path, kernel_version = img.kernel, img.initrd, img.kernel_version
+    spec = spec_for(
+        kernel_path,
+        initrd_path,
+        cmdline=cmdline,
+        memory_mib=memory,
+        vcpus=vcpus,
+        disks=_disks(disks),
+        nics=_nics(network),
+        paravirt=paravirt,
+    )
+    technique = avail.technique.value if avail.technique else "?"
+    results: list[tuple[tuple[str, ...], ExecResult]] = []
+    with contextlib.ExitStack() as stack:
+        status = err.status(f"booting {spec.name} on {eng.name}: {technique}")
+        status.start()
+        try:
+            shot = stack.enter_context(oneshot(eng, spec, ready_timeout=timeout, keep=keep))
+        finally:
+            status.stop()
+        agent = shot.machine.agent()
+        for argv in commands:
+            results.append((argv, agent.exec(argv, timeout=None)))
+        summary = {
+            "name": spec.name,
+            "engine": eng.name,
+            "technique": shot.machine.technique.value,
+            "boot_seconds": round(shot.boot_seconds, 3),
+            "kernel": str(kernel_path),
+            "kernel_version": kernel_version,
+        }
+        _print(results, summary, default=len(commands) > 1 or commands == [], json_out=json_out, out=out, err=err)
+        if keep:
+            _keep(shot.machine, err)
+    return next((r.exitcode for _, r in results if r.exitcode != 0), 0)
+
+
+def _print(
+    results: Sequence[tuple[tuple[str, ...], ExecResult]],
+    summary: dict[str, Any],
+    *,
+    default: bool,
+    json_out: bool,
+    out: Console,
+    err: Console,
+) -> None:
+    if json_out:
+        doc = {
+            **summary,
+            "results": [
+                {
+                    "argv": list(argv),
+                    "exitcode": r.exitcode,
+                    "stdout": r.stdout.decode(errors="replace"),
+                    "stderr": r.stderr.decode(errors="replace"),
+                    "stdout_b64": base64.b64encode(r.stdout).decode(),
+                }
+                for argv, r in results
+            ],
+        }
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    for argv, r in results:
+        if default:
+            sys.stdout.write(f"$ {' '.join(argv[-1:] if argv[0] == 'sh' else argv)}\n")
+        sys.stdout.flush()
+        sys.stdout.buffer.write(r.stdout)
+        sys.stdout.buffer.flush()
+        sys.stderr.buffer.write(r.stderr)
+        sys.stderr.buffer.flush()
+    line = (
+        f"engine: {summary['engine']}  technique: {summary['technique']}  "
+        f"boot to agent-ready: {summary['boot_seconds']:.2f} s"
+    )
+    (out if default else err).print(line, highlight=False, markup=False)
+
+
+def _keep(machine: Any, err: Console) -> None:
+    sock = getattr(machine, "console_socket", None)
+    err.print(
+        f"virtkit: {machine.name} keeps running (engine {machine.engine}, pid {machine.pid}); "
+        f"run files in {getattr(machine, 'workdir', '?')}",
+        highlight=False,
+    )
+    if sock is not None and os.isatty(sys.stdin.fileno()):
+        from virtkit.cli.console import attach
+
+        attach(sock)

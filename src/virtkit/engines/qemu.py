@@ -1,0 +1,437 @@
+"""The QEMU engine: qemu-system-x86_64 as a child process, controlled over QMP.
+
+Technique: KVM when the host's /dev/kvm can run unmodified guests (VT-x/AMD-V), otherwise TCG binary
+translation. A KVM-PVM /dev/kvm runs only PVM guest kernels, so QEMU does not use it.
+
+Each machine lives in a run directory holding its sockets (QMP, agent, console), its pid file and its
+console log, so a later process can re-attach to it (:meth:`QemuMachine.attach`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from virtkit.agent.client import AgentClient
+from virtkit.config import defaults
+from virtkit.config.machine import MachineSpec, NicSpec
+from virtkit.engines.base import Availability, Technique, VmState
+from virtkit.engines.qmp import QmpChannel
+from virtkit.errors import ConfigError, EngineError, HostError
+from virtkit.host.probe import HostReport, probe
+from virtkit.storage.disks import inspect_disk
+
+PR_SET_PDEATHSIG = 1
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _preexec(netns: str | None, die_with_parent: bool) -> Callable[[], None]:
+    def run() -> None:
+        if die_with_parent:
+            _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if netns:
+            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                os._exit(126)
+            os.close(fd)
+
+    return run
+
+
+def choose_accel(report: HostReport) -> tuple[str, Technique]:
+    if report.kvm_hardware:
+        return "kvm", Technique.HARDWARE
+    return "tcg", Technique.BINARY_TRANSLATION
+
+
+class QemuEngine:
+    name = "qemu"
+
+    def __init__(
+        self,
+        qemu_binary: str | None = None,
+        accel: str = "auto",
+        netns: str | None = None,
+        report: HostReport | None = None,
+    ) -> None:
+        if accel not in ("auto", "kvm", "tcg"):
+            raise ConfigError(f"unknown accelerator {accel!r}", hint="use auto, kvm or tcg")
+        self._report = report or probe(qemu=qemu_binary)
+        self.qemu_binary = qemu_binary or self._report.qemu_binary
+        self.accel = accel
+        self.netns = netns
+
+    def availability(self) -> Availability:
+        if not self.qemu_binary:
+            return Availability(False, None, "qemu-system-x86_64 not found (apt-get install qemu-system-x86)")
+        accel, technique = self._accel()
+        why = "the CPU runs guests natively" if accel == "kvm" else "KVM cannot run unmodified guests here"
+        return Availability(True, technique, f"QEMU {self._report.qemu_version} with {accel}: {why}")
+
+    def _accel(self) -> tuple[str, Technique]:
+        if self.accel == "kvm":
+            if not self._report.kvm_hardware:
+                raise HostError(
+                    f"KVM cannot run unmodified guests here: {self._report.hardware_reason()}",
+                    hint="use --accel tcg (binary translation) or a host with VT-x/AMD-V",
+                )
+            return "kvm", Technique.HARDWARE
+        if self.accel == "tcg":
+            return "tcg", Technique.BINARY_TRANSLATION
+        return choose_accel(self._report)
+
+    def command(self, spec: MachineSpec, workdir: Path, fds: dict[int, int] | None = None) -> list[str]:
+        """The qemu-system-x86_64 argv for ``spec``; ``fds`` maps NIC index -> inherited macvtap fd."""
+        if not self.qemu_binary:
+            raise HostError("qemu-system-x86_64 not found", hint="apt-get install qemu-system-x86")
+        accel, technique = self._accel()
+        if technique is Technique.HARDWARE:
+            cpu = "host" if spec.paravirt else "host,kvm=off,-kvmclock,-kvm-pv-eoi,-kvm-asyncpf,-kvm-steal-time"
+        else:
+            cpu = "max"
+        argv = [
+            self.qemu_binary,
+            "-name", f"guest={spec.name},debug-threads=on",
+            "-machine", f"pc,accel={accel}",
+            "-cpu", cpu,
+            "-smp", str(spec.vcpus),
+            "-m", f"{spec.memory_mib}M",
+            "-nodefaults", "-no-user-config", "-display", "none",
+            "-pidfile", str(workdir / "qemu.pid"),
+            "-chardev", f"socket,id=qmp,path={workdir / 'qmp.sock'},server=on,wait=off",
+            "-mon", "chardev=qmp,mode=control",
+            "-chardev",
+            f"socket,id=serial0,path={workdir / 'console.sock'},server=on,wait=off,"
+            f"logfile={workdir / 'console.log'},logappend=on",
+            "-serial", "chardev:serial0",
+            "-kernel", str(spec.boot.kernel),
+            "-append", spec.boot.cmdline,
+            "-device", "virtio-rng-pci",
+        ]  # fmt: skip
+        if spec.boot.initrd:
+            argv += ["-initrd", str(spec.boot.initrd)]
+        if spec.agent:
+            argv += [
+                "-device", "virtio-serial-pci,id=vser0",
+                "-chardev", f"socket,id=qga0,path={workdir / 'agent.sock'},server=on,wait=off",
+                "-device", f"virtserialport,bus=vser0.0,chardev=qga0,name={defaults.AGENT_PORT_NAME}",
+            ]  # fmt: skip
+        for i, disk in enumerate(spec.disks):
+            ro = "on" if disk.readonly else "off"
+            argv += [
+                "-blockdev",
+                f"driver=file,filename={disk.path},node-name=file{i},read-only={ro}",
+                "-blockdev", f"driver={disk.format},file=file{i},node-name=disk{i},read-only={ro}",
+                "-device", f"virtio-blk-pci,drive=disk{i},id=vd{i}",
+            ]  # fmt: skip
+        for i, nic in enumerate(spec.nics):
+            argv += self._nic_args(spec, i, nic, (fds or {}).get(i))
+        return argv
+
+    def _nic_args(self, spec: MachineSpec, i: int, nic: NicSpec, fd: int | None) -> list[str]:
+        mac = nic.mac or stable_mac(spec.name, i)
+        if nic.kind == "user":
+            fwd = "".join(f",hostfwd={p}::{h}-:{g}" for p, h, g in nic.forwards)
+            netdev = f"user,id=net{i}{fwd}"
+        elif nic.kind == "tap":
+            netdev = f"tap,id=net{i},ifname={nic.ifname},script=no,downscript=no"
+        else:
+            netdev = f"tap,id=net{i},fd={fd}"
+        return ["-netdev", netdev, "-device", f"virtio-net-pci,netdev=net{i},mac={mac}"]
+
+    def _open_macvtaps(self, spec: MachineSpec) -> dict[int, int]:
+        fds: dict[int, int] = {}
+        for i, nic in enumerate(spec.nics):
+            if nic.kind != "macvtap":
+                continue
+            ifindex = _ifindex_in(self.netns, str(nic.ifname))
+            fds[i] = os.open(f"/dev/tap{ifindex}", os.O_RDWR)
+        return fds
+
+    def _check(self, spec: MachineSpec) -> None:
+        for what, path in (("kernel", spec.boot.kernel), ("initrd", spec.boot.initrd)):
+            if path is not None and not path.is_file():
+                raise ConfigError(f"{what} {path} does not exist", hint=f"fix the {what} path or build the image")
+        for disk in spec.disks:
+            info = inspect_disk(disk.path, disk.format)
+            if info.format != disk.format:
+                raise ConfigError(f"disk {disk.path} is {info.format}, not {disk.format}", hint="fix the format")
+        avail = self._report.mem_available_mib
+        if avail and spec.memory_mib > avail:
+            raise HostError(
+                f"not enough memory: {spec.name} wants {spec.memory_mib} MiB, the host has {avail} MiB available",
+                hint="lower --memory or stop other machines",
+            )
+
+    def start(self, spec: MachineSpec, workdir: Path, die_with_parent: bool = False) -> QemuMachine:
+        self._check(spec)
+        workdir.mkdir(parents=True, exist_ok=True)
+        for stale in ("qmp.sock", "agent.sock", "console.sock", "qemu.pid"):
+            (workdir / stale).unlink(missing_ok=True)
+        fds = self._open_macvtaps(spec)
+        argv = self.command(spec, workdir, fds)
+        _, technique = self._accel()
+        (workdir / "machine.json").write_text(
+            json.dumps({"name": spec.name, "engine": self.name, "technique": technique.value, "argv": argv})
+        )
+        stderr = open(workdir / "qemu.stderr", "wb")  # noqa: SIM115 - handed to the child
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=stderr,
+                pass_fds=tuple(fds.values()),
+                start_new_session=True,  # Ctrl-C at the terminal reaches virtkit, which stops QEMU itself
+                preexec_fn=_preexec(self.netns, die_with_parent),
+            )
+        except OSError as exc:
+            raise HostError(f"cannot run {argv[0]}: {exc.strerror}", hint="apt-get install qemu-system-x86") from exc
+        finally:
+            stderr.close()
+            for fd in fds.values():
+                os.close(fd)
+        machine = QemuMachine(spec.name, workdir, technique, proc.pid, proc)
+        try:
+            machine._connect(timeout=30.0)
+        except BaseException:
+            machine.destroy()
+            raise
+        return machine
+
+
+def _ifindex_in(netns: str | None, ifname: str) -> int:
+    from pyroute2 import IPRoute, NetNS
+
+    ipr = NetNS(netns) if netns else IPRoute()
+    try:
+        idx = ipr.link_lookup(ifname=ifname)
+    finally:
+        ipr.close()
+    if not idx:
+        raise ConfigError(f"macvtap device {ifname} does not exist", hint="create the network attachment first")
+    return int(idx[0])
+
+
+def stable_mac(vm: str, index: int) -> str:
+    """A MAC that stays the same for a VM's Nth NIC across restarts (52:54:00 prefix, like libvirt)."""
+    import hashlib
+
+    h = hashlib.sha256(f"{vm}/{index}".encode()).digest()
+    return f"{defaults.MAC_PREFIX}:{h[0]:02x}:{h[1]:02x}:{h[2]:02x}"
+
+
+class QemuMachine:
+    engine = "qemu"
+
+    def __init__(
+        self,
+        name: str,
+        workdir: Path,
+        technique: Technique,
+        pid: int,
+        proc: subprocess.Popen[bytes] | None = None,
+    ) -> None:
+        self.name = name
+        self.workdir = workdir
+        self.technique = technique
+        self._pid = pid
+        self._proc = proc
+        self._qmp: QmpChannel | None = None
+        self._agent: AgentClient | None = None
+        self._destroyed = False
+        self._exit_status: int | None = None
+        self.started_at = time.time()
+
+    # -- attach ------------------------------------------------------------------------------
+    @classmethod
+    def attach(cls, workdir: Path) -> QemuMachine:
+        """Adopt a QEMU started earlier (by another process) from its run directory."""
+        try:
+            meta = json.loads((workdir / "machine.json").read_text())
+            pid = int((workdir / "qemu.pid").read_text().strip())
+        except (OSError, ValueError) as exc:
+            raise EngineError(f"no running machine in {workdir}: {exc}") from exc
+        m = cls(meta["name"], workdir, Technique(meta["technique"]), pid)
+        if not m._alive():
+            raise EngineError(f"machine {m.name} (pid {pid}) is not running")
+        m._connect(timeout=10.0)
+        return m
+
+    def _connect(self, timeout: float) -> None:
+        sock = self.workdir / "qmp.sock"
+        deadline = time.monotonic() + timeout
+        while not sock.exists():
+            if not self._alive():
+                raise EngineError(f"QEMU exited at start: {self.stderr_tail()}", hint="see the error above")
+            if time.monotonic() > deadline:
+                raise EngineError(f"QEMU did not open its QMP socket within {timeout:g}s")
+            time.sleep(0.02)
+        qmp = QmpChannel(sock, self.name)
+        try:
+            qmp.connect(timeout=max(1.0, deadline - time.monotonic()))
+        except EngineError:
+            qmp.close()
+            raise
+        self._qmp = qmp
+
+    # -- facts -------------------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        return self._pid if self._alive() else None
+
+    @property
+    def console_log(self) -> Path:
+        return self.workdir / "console.log"
+
+    @property
+    def console_socket(self) -> Path:
+        return self.workdir / "console.sock"
+
+    def stderr_tail(self, lines: int = 5) -> str:
+        try:
+            text = (self.workdir / "qemu.stderr").read_text(errors="replace")
+        except OSError:
+            return ""
+        return " / ".join(text.strip().splitlines()[-lines:])
+
+    def console(self) -> str:
+        try:
+            return self.console_log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def _alive(self) -> bool:
+        if self._proc is not None:
+            rc = self._proc.poll()
+            if rc is not None:
+                self._exit_status = rc
+            return rc is None
+        try:
+            os.kill(self._pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        # A zombie is not alive.
+        try:
+            stat = Path(f"/proc/{self._pid}/stat").read_text()
+            return stat.rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    def status(self) -> VmState:
+        if not self._alive():
+            if self._destroyed or self._exit_status in (0, None):
+                return VmState.SHUTOFF
+            return VmState.CRASHED
+        try:
+            st = self._qmp_exec("query-status")["status"]
+        except EngineError:
+            return VmState.CRASHED if not self._alive() else VmState.RUNNING
+        if st in ("paused", "suspended", "prelaunch", "inmigrate", "postmigrate", "restore-vm"):
+            return VmState.PAUSED
+        if st in ("guest-panicked", "internal-error", "io-error"):
+            return VmState.CRASHED
+        if st == "shutdown":
+            return VmState.SHUTOFF
+        return VmState.RUNNING
+
+    # -- control -----------------------------------------------------------------------------
+    def _qmp_exec(self, command: str, arguments: dict[str, object] | None = None) -> dict[str, object]:
+        if self._qmp is None:
+            raise EngineError(f"{self.name} is not running")
+        result: dict[str, object] = self._qmp.execute(command, arguments) or {}
+        return result
+
+    def _require_running(self) -> None:
+        if not self._alive():
+            raise EngineError(f"{self.name} is not running", hint=f"start it first (state: {self.status()})")
+
+    def pause(self) -> None:
+        self._require_running()
+        self._qmp_exec("stop")
+
+    def resume(self) -> None:
+        self._require_running()
+        self._qmp_exec("cont")
+
+    def reboot(self) -> None:
+        """Reboot through the guest agent when it answers (clean), otherwise a hardware reset."""
+        self._require_running()
+        try:
+            agent = self.agent()
+            agent.sync(timeout=2.0)
+            agent.shutdown("reboot")
+        except Exception:
+            self._qmp_exec("system_reset")
+
+    def shutdown(self, timeout: float = defaults.SHUTDOWN_TIMEOUT_S) -> None:
+        if not self._alive():
+            return
+        with contextlib.suppress(EngineError):
+            self._qmp_exec("system_powerdown")
+        if self.wait(timeout) is not VmState.SHUTOFF or self._alive():
+            self.destroy()
+
+    def destroy(self) -> None:
+        self._destroyed = True
+        if self._alive():
+            for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self._pid, sig)
+                if self.wait(grace) is not None and not self._alive():
+                    break
+        self._release()
+
+    def wait(self, timeout: float | None = None) -> VmState:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._alive():
+            if deadline is not None and time.monotonic() >= deadline:
+                return self.status()
+            if self._proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._proc.wait(0.1)
+            else:
+                time.sleep(0.1)
+        self._release()
+        return self.status()
+
+    def _release(self) -> None:
+        if self._agent is not None:
+            self._agent.close()
+            self._agent = None
+        if self._qmp is not None:
+            self._qmp.close()
+            self._qmp = None
+        for sock in ("qmp.sock", "agent.sock", "console.sock"):
+            (self.workdir / sock).unlink(missing_ok=True)
+
+    def agent(self) -> AgentClient:
+        if self._agent is None:
+            self._agent = AgentClient(self.workdir / "agent.sock")
+        return self._agent
+
+    def wait_ready(self, timeout: float = defaults.READY_TIMEOUT_S) -> float:
+        """Block until the guest agent answers; GuestTimeout (with the console's last lines) otherwise."""
+        from virtkit.errors import AgentError, GuestTimeout
+
+        try:
+            return self.agent().wait_ready(timeout, alive=self._alive)
+        except AgentError as exc:
+            tail = "\n".join(self.console().strip().splitlines()[-10:])
+            stopped = not self._alive()
+            raise GuestTimeout(
+                f"{self.name} {'stopped' if stopped else 'did not become ready'}"
+                f"{'' if stopped else f' within {timeout:g}s'} ({exc.message})",
+                console_tail=tail,
+                hint="read the console lines below; check the kernel, initrd and cmdline (console=ttyS0)",
+            ) from exc

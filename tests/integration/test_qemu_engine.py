@@ -1,0 +1,113 @@
+"""The QEMU engine with real guests (the default image under TCG here)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import psutil
+import pytest
+
+from virtkit.engines.base import VmState
+from virtkit.engines.qemu import QemuMachine
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leaked_qemu")]
+
+Boot = Callable[..., QemuMachine]
+
+
+def test_exec_returns_the_guests_own_kernel(boot: Boot, tiny_image: object) -> None:
+    m = boot()
+    r = m.agent().exec(["uname", "-r"])
+    assert r.exitcode == 0
+    assert r.stdout.decode().strip() == tiny_image.kernel_version  # type: ignore[attr-defined]
+    assert m.status() is VmState.RUNNING
+
+
+def test_exit_codes_and_stderr_propagate(boot: Boot) -> None:
+    r = boot().agent().exec(["sh", "-c", "echo out; echo problem >&2; exit 7"])
+    assert (r.exitcode, r.stdout, r.stderr) == (7, b"out\n", b"problem\n")
+
+
+def test_file_written_through_agent_reads_back(boot: Boot) -> None:
+    agent = boot().agent()
+    payload = os.urandom(100_000)
+    agent.file_write("/tmp/blob", payload)
+    assert agent.file_read("/tmp/blob") == payload
+    assert agent.exec(["sh", "-c", "wc -c < /tmp/blob"]).stdout.strip() == b"100000"
+
+
+def test_agent_info_and_interfaces(boot: Boot) -> None:
+    agent = boot(nics=()).agent()
+    names = {c["name"] for c in agent.info()["supported_commands"] if c["enabled"]}
+    assert {"guest-exec", "guest-file-open", "guest-shutdown", "guest-network-get-interfaces"} <= names
+    ifaces = {i["name"] for i in agent.network_interfaces()}
+    assert "lo" in ifaces
+
+
+def test_graceful_shutdown_powers_off_through_acpi(boot: Boot) -> None:
+    m = boot()
+    pid = m.pid
+    assert pid is not None
+    t0 = time.monotonic()
+    m.shutdown(timeout=60)
+    assert time.monotonic() - t0 < 55, "the guest ignored the ACPI power button and was destroyed"
+    assert m.status() is VmState.SHUTOFF
+    assert not psutil.pid_exists(pid)
+    assert "terminating on signal" not in (m.workdir / "qemu.stderr").read_text()
+
+
+def test_destroy_kills_the_process(boot: Boot) -> None:
+    m = boot()
+    pid = m.pid
+    assert pid is not None
+    m.destroy()
+    assert not psutil.pid_exists(pid)
+    assert m.status() is VmState.SHUTOFF
+    m.destroy()  # idempotent
+
+
+def _uptime(m: QemuMachine) -> float:
+    return float(m.agent().exec(["cat", "/proc/uptime"]).stdout.split()[0])
+
+
+def test_paused_guest_clock_does_not_advance(boot: Boot) -> None:
+    m = boot()
+    before = _uptime(m)
+    m.pause()
+    assert m.status() is VmState.PAUSED
+    time.sleep(4)
+    m.resume()
+    assert m.status() is VmState.RUNNING
+    advanced = _uptime(m) - before
+    assert advanced < 2.5, f"guest clock advanced {advanced:.1f}s across a 4s pause"
+
+
+def test_two_guests_and_destroying_one_leaves_the_other(boot: Boot) -> None:
+    a = boot("alpha")
+    b = boot("beta")
+    assert a.pid != b.pid
+    a.destroy()
+    assert a.status() is VmState.SHUTOFF
+    r = b.agent().exec(["echo", "still here"])
+    assert r.stdout == b"still here\n"
+    assert b.status() is VmState.RUNNING
+
+
+def test_reattach_from_run_directory(boot: Boot) -> None:
+    m = boot("adopted")
+    again = QemuMachine.attach(m.workdir)
+    assert again.pid == m.pid
+    assert again.status() is VmState.RUNNING
+    again.pause()
+    assert m.status() is VmState.PAUSED
+    again.resume()
+
+
+def test_crash_is_reported(boot: Boot) -> None:
+    m = boot("victim")
+    pid = m.pid
+    assert pid is not None
+    psutil.Process(pid).kill()
+    assert m.wait(10) is VmState.CRASHED
