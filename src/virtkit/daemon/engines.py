@@ -1,59 +1,51 @@
-"""Which engine runs a domain: ``qemu``, ``native``, or ``auto`` (native where it can run an unmodified
-guest on this host, QEMU otherwise). Used inside the VM's supervisor process."""
+"""Engine choice for a domain, made inside the VM's supervisor process (``engines.select`` decides)."""
 
 from __future__ import annotations
 
-import importlib
+import inspect
+from pathlib import Path
 from typing import Any
 
-from virtkit.engines.base import Engine
-from virtkit.errors import HostError
-
-
-def _load(name: str) -> Engine | None:
-    mods = {"qemu": ("virtkit.engines.qemu", "QemuEngine"), "native": ("virtkit.engines.native", "NativeEngine")}
-    mod, cls = mods[name]
-    try:
-        m: Any = importlib.import_module(mod)
-    except ImportError:
-        return None
-    e: Engine = getattr(m, cls)()
-    return e
+from virtkit.config.machine import MachineSpec
+from virtkit.engines.base import Engine, Machine
 
 
 def make_engine(requested: str) -> Engine:
-    if requested in ("qemu", "native"):
-        e = _load(requested)
-        if e is None:
-            raise HostError(f"the {requested} engine is not part of this virtkit build",
-                            hint="use engine = 'auto' or 'qemu'")
-        av = e.availability()
-        if not av.usable:
-            raise HostError(f"the {requested} engine cannot run here: {av.reason}", hint="use engine = 'auto'")
-        return e
-    reasons = []
-    for name in ("native", "qemu"):
-        e = _load(name)
-        if e is None:
-            continue
-        av = e.availability()
-        if av.usable:
-            return e
-        reasons.append(f"{name}: {av.reason}")
-    raise HostError("no engine can run a guest on this host (" + "; ".join(reasons) + ")",
-                    hint="install qemu-system-x86")
+    from virtkit.engines.select import pick_engine
+
+    return pick_engine(requested)
+
+
+def start_machine(engine: Any, spec: MachineSpec, workdir: Path) -> Machine:
+    """Start ``spec``; where the engine can, tie the engine process's life to the supervisor's, so a dead
+    supervisor never leaves an unsupervised guest behind."""
+    kw = {}
+    with_params = inspect.signature(engine.start).parameters
+    if "die_with_parent" in with_params:
+        kw["die_with_parent"] = True
+    m: Machine = engine.start(spec, workdir, **kw)
+    return m
 
 
 def availability() -> dict[str, str]:
-    out = {}
-    for name in ("qemu", "native"):
-        e = _load(name)
-        if e is None:
-            out[name] = "not installed"
-            continue
-        try:
-            av = e.availability()
-            out[name] = str(av.technique) if av.usable else f"unusable: {av.reason}"
-        except Exception as ex:  # a probe must never take the daemon down
-            out[name] = f"unusable: {ex}"
+    out: dict[str, str] = {}
+    try:
+        from virtkit.engines.qemu import QemuEngine
+
+        av = QemuEngine().availability()
+        out["qemu"] = str(av.technique) if av.usable else f"unusable: {av.reason}"
+    except Exception as e:  # a probe must never take the daemon down
+        out["qemu"] = f"unusable: {e}"
+    try:
+        from virtkit.engines.select import native_engine
+        from virtkit.host.probe import probe
+
+        native = native_engine(probe())
+        if native is None:
+            out["native"] = "not installed"
+        else:
+            av = native.availability()
+            out["native"] = str(av.technique) if av.usable else f"unusable: {av.reason}"
+    except Exception as e:
+        out["native"] = f"unusable: {e}"
     return out

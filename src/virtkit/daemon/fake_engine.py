@@ -33,7 +33,7 @@ class FakeAgent:
     def wait_ready(self, timeout: float = 60) -> None:
         pass
 
-    def exec(self, argv: list[str], timeout: float | None = None, stdin: bytes | None = None) -> FakeExecResult:
+    def exec(self, argv: list[str], *, input: bytes | None = None, timeout: float | None = None) -> FakeExecResult:
         if argv[:1] == ["false"]:
             return FakeExecResult(1, b"", b"")
         return FakeExecResult(0, (" ".join(argv) + "\n").encode(), b"")

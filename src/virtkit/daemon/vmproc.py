@@ -25,6 +25,7 @@ from typing import Any
 
 from virtkit.config.machine import MachineSpec
 from virtkit.daemon.cgroups import VmCgroup
+from virtkit.daemon.engines import start_machine
 from virtkit.engines.base import Engine, Machine, VmState
 from virtkit.errors import ConfigError, EngineError, VirtkitError
 
@@ -76,6 +77,8 @@ class Supervisor:
         self.watch_lock = threading.Lock()
         self.done = threading.Event()
         self.sock: socket.socket | None = None
+        self.console_sock: socket.socket | None = None
+        self.console_lock = threading.Lock()
 
     # -- events
     def emit(self, **event: Any) -> None:
@@ -158,7 +161,7 @@ class Supervisor:
             return self.status()
         m = self._m()
         if op in ("pause", "resume", "reboot"):
-            with self.lock:
+            with self.lock, self.agent_lock:  # reboot goes through the agent when it answers
                 getattr(m, op)()
             st = m.status()
             self.emit(event="state", state=str(st), reason=op)
@@ -180,7 +183,7 @@ class Supervisor:
                 if req.get("timeout") is not None:
                     kw["timeout"] = float(req["timeout"])
                 if stdin is not None:
-                    kw["stdin"] = stdin
+                    kw["input"] = stdin
                 r = agent.exec(list(req["argv"]), **kw)
             out, err = r.stdout, r.stderr
             return {
@@ -191,7 +194,7 @@ class Supervisor:
         if op == "agent_ping":
             with self.agent_lock:
                 agent = m.agent()
-                wait = getattr(agent, "wait_ready", None)
+                wait = getattr(m, "wait_ready", None) or getattr(agent, "wait_ready", None)
                 if wait is not None and req.get("wait"):
                     wait(float(req.get("timeout", 60)))
                 else:
@@ -203,11 +206,7 @@ class Supervisor:
         if op == "stats":
             return self.stats(m)
         if op == "console_write":
-            writer = getattr(m, "console_write", None)
-            if writer is None:
-                raise EngineError(f"the {m.engine} engine has no console input",
-                                  hint="use `virtkit exec` to run commands in the guest")
-            writer(base64.b64decode(req["data_b64"]))
+            self.console_write(m, base64.b64decode(req["data_b64"]))
             return True
         if op in ("snapshot_save", "snapshot_load", "snapshot_delete"):
             fn = getattr(m, op, None)
@@ -218,6 +217,40 @@ class Supervisor:
             return self.status()
         raise ConfigError(f"unknown supervisor op {op!r}")
 
+    def console_write(self, m: Machine, data: bytes) -> None:
+        """Type into the serial console: the engine's own writer, or its console socket (QEMU's chardev),
+        held open with a thread draining it (the output is already in the console log)."""
+        writer = getattr(m, "console_write", None)
+        if writer is not None:
+            writer(data)
+            return
+        path = getattr(m, "console_socket", None)
+        if path is None:
+            raise EngineError(f"the {m.engine} engine has no console input",
+                              hint="use `virtkit exec` to run commands in the guest")
+        with self.console_lock:
+            if self.console_sock is None:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    s.connect(str(path))
+                except OSError as e:
+                    s.close()
+                    raise EngineError(f"cannot open {m.name}'s console: {e}") from e
+                self.console_sock = s
+
+                def drain(sock: socket.socket) -> None:
+                    with contextlib.suppress(OSError):
+                        while sock.recv(65536):
+                            pass
+
+                threading.Thread(target=drain, args=(s,), daemon=True, name="console-drain").start()
+            try:
+                self.console_sock.sendall(data)
+            except OSError as e:
+                self.console_sock.close()
+                self.console_sock = None
+                raise EngineError(f"{m.name}'s console went away: {e}") from e
+
     def stats(self, m: Machine) -> dict[str, Any]:
         out: dict[str, Any] = {"block": [], "net": []}
         for attr, key in (("block_stats", "block"), ("net_stats", "net")):
@@ -225,6 +258,33 @@ class Supervisor:
             if fn is not None:
                 with contextlib.suppress(Exception):
                     out[key] = fn()
+        qmp = getattr(m, "_qmp_exec", None)
+        if not out["block"] and qmp is not None:
+            with contextlib.suppress(Exception):
+                for b in qmp("query-blockstats"):  # type: ignore[union-attr]
+                    st = b.get("stats", {})
+                    out["block"].append({"device": b.get("qdev") or b.get("node-name") or b.get("device"),
+                                         **{k: st.get(k) for k in ("rd_bytes", "wr_bytes", "rd_operations",
+                                                                  "wr_operations", "flush_operations")}})
+        if not out["net"] and self.agent_lock.acquire(timeout=1.0):  # never queue behind a long exec
+            try:
+                agent = m.agent()
+                call = getattr(agent, "call", None)
+                ifaces = (call("guest-network-get-interfaces", timeout=3.0) if call is not None
+                          else agent.network_interfaces())
+            except Exception:
+                ifaces = []
+            finally:
+                self.agent_lock.release()
+            with contextlib.suppress(Exception):
+                for it in ifaces:
+                    st = it.get("statistics") or {}
+                    if it.get("name") == "lo":
+                        continue
+                    out["net"].append({"device": it.get("name"), "rx_bytes": st.get("rx-bytes"),
+                                       "tx_bytes": st.get("tx-bytes"), "rx_packets": st.get("rx-packets"),
+                                       "tx_packets": st.get("tx-packets"), "rx_errs": st.get("rx-errs"),
+                                       "tx_errs": st.get("tx-errs"), "source": "guest agent"})
         return out
 
     # -- life
@@ -247,7 +307,7 @@ class Supervisor:
             engine: Engine = factory(self.config.get("engine", spec.engine))
             workdir = self.vmdir / "run"
             workdir.mkdir(exist_ok=True)
-            self.machine = engine.start(spec, workdir)
+            self.machine = start_machine(engine, spec, workdir)
             self.started_at = time.time()
         except BaseException as e:
             err = e if isinstance(e, VirtkitError) else EngineError(f"{type(e).__name__}: {e}")
