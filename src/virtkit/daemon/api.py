@@ -131,39 +131,38 @@ class Guard:
                 if too_big:
                     await self._too_big(send)
                     return
-            seen = 0
-            started = False
-
-            async def counted() -> Message:
-                nonlocal seen
-                msg = await receive()
-                if msg["type"] == "http.request":
+            if length is None:
+                # no declared length (chunked): read it all here, counting, and replay it to the app
+                chunks: list[bytes] = []
+                seen = 0
+                while True:
+                    msg = await receive()
+                    if msg["type"] != "http.request":
+                        break
                     seen += len(msg.get("body", b""))
                     if seen > self.max_body:
-                        raise _BodyTooLarge
-                return msg
+                        await self._too_big(send)
+                        return
+                    chunks.append(msg.get("body", b""))
+                    if not msg.get("more_body"):
+                        break
+                body = b"".join(chunks)
+                replayed = False
 
-            async def tracking_send(msg: Message) -> None:
-                nonlocal started
-                if msg["type"] == "http.response.start":
-                    started = True
-                await send(msg)
+                async def replay() -> Message:
+                    nonlocal replayed
+                    if not replayed:
+                        replayed = True
+                        return {"type": "http.request", "body": body, "more_body": False}
+                    return await receive()
 
-            try:
-                await self.app(scope, counted, tracking_send)
-            except _BodyTooLarge:
-                if not started:
-                    await self._too_big(send)
-            return
+                await self.app(scope, replay, send)
+                return
         await self.app(scope, receive, send)
 
     async def _too_big(self, send: Send) -> None:
         await _send_json(send, 413, {"error": f"request body is larger than {self.max_body} bytes",
                                      "hint": "a domain spec or exec request is a few KiB", "kind": "TooLarge"}, [])
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
