@@ -19,8 +19,11 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 class Daemon:
-    def __init__(self, home: Path, env: dict[str, str] | None = None, tcp: str | None = None) -> None:
+    def __init__(self, home: Path, env: dict[str, str] | None = None, tcp: str | None = None,
+                 images: Path | None = None) -> None:
         self.home = home
+        if images is not None and not (home / "images").exists():
+            (home / "images").symlink_to(images)  # share the built default image instead of rebuilding it
         self.socket = home / "virtkitd.sock"
         self.tcp = tcp
         self.cgroup_parent = f"virtkit-test-{uuid.uuid4().hex[:8]}"
@@ -85,8 +88,9 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def running_daemon(home: Path, env: dict[str, str] | None = None, tcp: str | None = None) -> Iterator[Daemon]:
-    d = Daemon(home, env, tcp)
+def running_daemon(home: Path, env: dict[str, str] | None = None, tcp: str | None = None,
+                   images: Path | None = None) -> Iterator[Daemon]:
+    d = Daemon(home, env, tcp, images)
     try:
         d.start()
         yield d
