@@ -35,7 +35,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def plain_qemu(kernel: Path, initrd: Path, workdir: Path, timeout: float) -> float:
     """What a person would type: TCG, 256 MiB, serial on stdout, the agent port on a socket."""
     argv = [
-        "qemu-system-x86_64", "-machine", "pc,accel=tcg", "-cpu", "max", "-m", "256M", "-nodefaults",
+        "qemu-system-x86_64", "-machine", "pc,accel=tcg", "-cpu", "qemu64", "-m", "256M", "-nodefaults",
         "-display", "none", "-serial", "stdio", "-kernel", str(kernel), "-initrd", str(initrd),
         "-append", "console=ttyS0 quiet panic=-1", "-device", "virtio-rng-pci",
         "-device", "virtio-serial-pci,id=vser0",

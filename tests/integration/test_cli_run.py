@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -141,3 +142,21 @@ def test_guest_that_never_gets_ready_shows_console(cli_env: dict[str, str], tiny
     assert p.stderr.startswith("virtkit: error:")
     assert "last console lines" in p.stderr
     assert "rdinit" in p.stderr or "Kernel panic" in p.stderr or "init" in p.stderr
+
+
+def test_keep_leaves_the_guest_running(cli_env: dict[str, str], tiny_image: object) -> None:
+    p = virtkit(cli_env, "run", "--keep", "--", "true")
+    assert p.returncode == 0, p.stderr
+    assert "keeps running" in p.stderr
+    pid = int(p.stderr.split("pid ")[1].split(")")[0])
+    workdir = Path(p.stderr.split("run files in ")[1].split()[0])
+    try:
+        proc = psutil.Process(pid)
+        assert "qemu-system" in proc.name()
+        assert proc.is_running()
+        assert (workdir / "console.log").exists()
+    finally:
+        proc = psutil.Process(pid)
+        proc.kill()
+        proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 import pytest
@@ -111,3 +112,54 @@ def test_crash_is_reported(boot: Boot) -> None:
     assert pid is not None
     psutil.Process(pid).kill()
     assert m.wait(10) is VmState.CRASHED
+
+
+def test_virtio_disks_raw_and_qcow2(boot: Boot, tmp_path: Path) -> None:
+    from virtkit.config.machine import DiskSpec
+    from virtkit.storage.disks import create_disk
+
+    raw = create_disk(tmp_path / "a.raw", "8M", "raw").path
+    qcow = create_disk(tmp_path / "b.qcow2", "16M", "qcow2").path
+    m = boot("disks", disks=(DiskSpec(path=raw), DiskSpec(path=qcow, format="qcow2")))
+    agent = m.agent()
+    sizes = agent.exec(["sh", "-c", "cat /sys/block/vda/size /sys/block/vdb/size"]).stdout.split()
+    assert [int(s) * 512 for s in sizes] == [8 << 20, 16 << 20]
+    w = agent.exec(["sh", "-c", "echo virtkit-was-here | dd of=/dev/vdb bs=512 count=1 conv=sync,fsync 2>&1"])
+    assert w.exitcode == 0, w.stdout
+    m.shutdown(timeout=60)
+    assert b"virtkit-was-here" in _qcow2_first_sector(qcow)
+
+
+def _qcow2_first_sector(path: Path) -> bytes:
+    import subprocess
+
+    out = path.with_suffix(".dump")
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(path), str(out)], check=True)
+    return out.read_bytes()[:512]
+
+
+def test_user_mode_network_gets_an_address(boot: Boot) -> None:
+    from virtkit.config.machine import NicSpec
+
+    m = boot("usernet", nics=(NicSpec(kind="user"),))
+    agent = m.agent()
+    deadline = time.monotonic() + 30
+    addrs: list[str] = []
+    while time.monotonic() < deadline and "10.0.2.15" not in addrs:
+        addrs = [
+            a["ip-address"] for i in agent.network_interfaces() for a in i.get("ip-addresses", []) if i["name"] != "lo"
+        ]
+        time.sleep(0.5)
+    assert "10.0.2.15" in addrs
+
+
+def test_reboot_restarts_the_guest(boot: Boot) -> None:
+    m = boot("rebooter")
+    pid = m.pid
+    m.agent().file_write("/tmp/before-reboot", b"x")
+    m.reboot()
+    m.agent().close()
+    m.wait_ready(120)
+    assert m.pid == pid  # same QEMU process, new guest boot
+    r = m.agent().exec(["test", "-e", "/tmp/before-reboot"])
+    assert r.exitcode == 1, "the guest kept its tmpfs: it did not reboot"

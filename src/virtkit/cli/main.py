@@ -36,7 +36,7 @@ err = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_COMMANDS: tuple[tuple[str, ...], ...] = (
     ("uname", "-a"),
-    ("sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'"),
+    ("sh", "-c", "grep -m1 'model name' /proc/cpuinfo"),
     ("free", "-m"),
 )
 

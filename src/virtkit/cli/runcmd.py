@@ -163,7 +163,8 @@ def _print(
         return
     for argv, r in results:
         if default:
-            sys.stdout.write(f"$ {' '.join(argv[-1:] if argv[0] == 'sh' else argv)}\n")
+            shown = argv[2] if argv[:2] == ("sh", "-c") else " ".join(argv)
+            sys.stdout.write(f"$ {shown}\n")
         sys.stdout.flush()
         sys.stdout.buffer.write(r.stdout)
         sys.stdout.buffer.flush()
