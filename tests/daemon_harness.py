@@ -64,6 +64,18 @@ class Daemon:
                 out.append(int(pf.read_text()))
         return out
 
+    def logs(self) -> str:
+        """The daemon's log and every VM's supervisor/engine logs and console tail (printed on teardown, so
+        pytest shows them when a test fails)."""
+        out = []
+        for f in [self.home / "virtkitd.log", *sorted((self.home / "vms").glob("*/vmproc.log")),
+                  *sorted((self.home / "vms").glob("*/run/qemu.stderr")),
+                  *sorted((self.home / "vms").glob("*/state.json")),
+                  *sorted((self.home / "vms").glob("*/run/console.log"))]:
+            with contextlib.suppress(OSError):
+                out.append(f"== {f}\n{f.read_text(errors='replace')[-3000:]}")
+        return "\n".join(out)
+
     def cleanup(self) -> None:
         """Destroy every VM through the API if the daemon answers, then kill what is left, by pid."""
         with contextlib.suppress(Exception), self.client() as c:
@@ -95,4 +107,5 @@ def running_daemon(home: Path, env: dict[str, str] | None = None, tcp: str | Non
         d.start()
         yield d
     finally:
+        print(d.logs())
         d.cleanup()

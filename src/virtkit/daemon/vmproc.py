@@ -127,12 +127,13 @@ class Supervisor:
                 return  # kept open; closed when the VM ends
             try:
                 result = self.dispatch(op, req)
-                msg: dict[str, Any] = {"ok": True, "result": _jsonable(result)}
+                data = json.dumps({"ok": True, "result": _jsonable(result)})
             except VirtkitError as e:
-                msg = {"ok": False, "error": e.message, "hint": e.hint, "kind": type(e).__name__}
+                data = json.dumps({"ok": False, "error": e.message, "hint": e.hint, "kind": type(e).__name__})
             except Exception as e:  # report, never die: the VM must outlive a bad request
-                msg = {"ok": False, "error": f"{type(e).__name__}: {e}", "kind": "EngineError"}
-            conn.sendall(json.dumps(msg).encode() + b"\n")
+                traceback.print_exc()
+                data = json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}", "kind": "EngineError"})
+            conn.sendall(data.encode() + b"\n")
             conn.close()
         except (OSError, ValueError):
             with contextlib.suppress(OSError):
