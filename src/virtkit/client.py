@@ -18,6 +18,7 @@ pydantic models (:mod:`virtkit.daemon.models`); every failure raises :class:`Api
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import subprocess
@@ -143,7 +144,7 @@ class Client:
         return HostInfo.model_validate(self._json("GET", "/v1/host"))
 
     # -- domains
-    def list(self, all: bool = False) -> list[DomainSummary]:
+    def list(self, all: bool = False) -> builtins.list[DomainSummary]:
         return [DomainSummary.model_validate(x) for x in self._json("GET", "/v1/domains", params={"all": all})]
 
     def define(self, spec: DomainSpec | dict[str, Any]) -> DomainInfo:
@@ -188,12 +189,12 @@ class Client:
 
     domstats = stats
 
-    def interfaces(self, name: str) -> list[Interface]:
+    def interfaces(self, name: str) -> builtins.list[Interface]:
         return [Interface.model_validate(x) for x in self._json("GET", f"/v1/domains/{name}/interfaces")]
 
     domifaddr = interfaces
 
-    def exec(self, name: str, argv: list[str], timeout: float = 60.0, stdin: str | None = None) -> ExecResult:
+    def exec(self, name: str, argv: builtins.list[str], timeout: float = 60.0, stdin: str | None = None) -> ExecResult:
         body: dict[str, Any] = {"argv": argv, "timeout": timeout}
         if stdin is not None:
             body["stdin"] = stdin
@@ -225,7 +226,7 @@ class Client:
             "POST", f"/v1/domains/{name}/snapshots",
             json={"name": snapshot, "description": description, "memory": memory}))
 
-    def snapshot_list(self, name: str) -> list[SnapshotInfo]:
+    def snapshot_list(self, name: str) -> builtins.list[SnapshotInfo]:
         return [SnapshotInfo.model_validate(x) for x in self._json("GET", f"/v1/domains/{name}/snapshots")]
 
     def snapshot_revert(self, name: str, snapshot: str) -> DomainInfo:
@@ -235,8 +236,8 @@ class Client:
         self._request("DELETE", f"/v1/domains/{name}/snapshots/{snapshot}")
 
     # -- networks
-    def networks(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._json("GET", "/v1/networks")
+    def networks(self) -> builtins.list[dict[str, Any]]:
+        result: builtins.list[dict[str, Any]] = self._json("GET", "/v1/networks")
         return result
 
     def network_action(self, name: str, action: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

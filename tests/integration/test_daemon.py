@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from daemon_harness import SRC, Daemon, running_daemon  # noqa: E402
-
-from virtkit.daemon import cgroups  # noqa: E402
+from daemon_harness import SRC, Daemon, running_daemon
+from virtkit.daemon import cgroups
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 

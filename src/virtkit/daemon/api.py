@@ -204,7 +204,7 @@ def create_app(service: Service, token: str | None = None) -> FastAPI:
     # -- domains
     @app.get("/v1/domains", response_model=list[DomainSummary], tags=["domains"])
     def list_domains(all: bool = Query(False, description="include shut-off domains")) -> list[DomainSummary]:
-        return svc.list(all)
+        return svc.list_domains(all)
 
     @app.post("/v1/domains", response_model=DomainInfo, status_code=201, tags=["domains"])
     def define(spec: DomainSpec) -> DomainInfo:

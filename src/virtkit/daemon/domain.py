@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from virtkit.config import defaults
-from virtkit.config.machine import NAME_RE, BootSpec, DiskSpec, EngineName, NicSpec
+from virtkit.config.machine import NAME_RE, DiskSpec, EngineName, NicSpec
 from virtkit.errors import ConfigError
 
 MAX_SPEC_BYTES = 256 * 1024

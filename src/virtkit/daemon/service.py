@@ -197,7 +197,7 @@ class Service:
             return DomainState.SHUTOFF  # stale row: nothing supervises it
         return row.state
 
-    def list(self, all: bool = False) -> list[DomainSummary]:
+    def list_domains(self, all: bool = False) -> list[DomainSummary]:
         out = []
         for row in self.store.list_domains():
             state = self._live_state(row)
@@ -401,7 +401,7 @@ class Service:
                   "cgroup_parent": self.cgroup_parent}
         write_atomic(d / CONFIG, json.dumps(config))
         rfd, wfd = os.pipe()
-        log = open(d / "vmproc.log", "ab")
+        log = open(d / "vmproc.log", "ab")  # noqa: SIM115 - handed to the child
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "virtkit.daemon.vmproc", str(d), "--ready-fd", str(wfd)],
@@ -515,7 +515,9 @@ class Service:
         self._set_state(h.name, final, reason)
         h.stopped.set()
 
-    def _act(self, name: str, action: Action, op: str, timeout: float = 30.0, args: dict[str, Any] | None = None) -> DomainInfo:
+    def _act(
+        self, name: str, action: Action, op: str, timeout: float = 30.0, args: dict[str, Any] | None = None
+    ) -> DomainInfo:
         with self.lock(name):
             row = self.store.get_domain(name)
             h = self.handles.get(name)
@@ -528,10 +530,8 @@ class Service:
                 self._cleanup_leftovers(name)
                 self._set_state(name, DomainState.SHUTOFF, "destroyed")
                 return self.info(name)
-            try:
+            with contextlib.suppress(ctl.SupervisorGone):  # it ended meanwhile; the watcher records how
                 ctl.call(h.ctl, op, args, timeout=timeout + 30)
-            except ctl.SupervisorGone:
-                pass  # it ended on its own meanwhile; the watcher records how
             if action in (Action.SHUTDOWN, Action.DESTROY):
                 h.stopped.wait(30)
             else:

@@ -129,7 +129,7 @@ class Store:
         return int(self._connect().execute("PRAGMA user_version").fetchone()[0])
 
     def integrity_ok(self) -> bool:
-        return self._connect().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        return bool(self._connect().execute("PRAGMA integrity_check").fetchone()[0] == "ok")
 
     # -- domains
     def add_domain(self, spec: DomainSpec) -> DomainRow:

@@ -262,7 +262,7 @@ class Supervisor:
         qmp = getattr(m, "_qmp_exec", None)
         if not out["block"] and qmp is not None:
             with contextlib.suppress(Exception):
-                for b in qmp("query-blockstats"):  # type: ignore[union-attr]
+                for b in qmp("query-blockstats"):
                     st = b.get("stats", {})
                     out["block"].append({"device": b.get("qdev") or b.get("node-name") or b.get("device"),
                                          **{k: st.get(k) for k in ("rd_bytes", "wr_bytes", "rd_operations",

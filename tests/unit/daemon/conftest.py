@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from daemon_harness import Daemon, running_daemon  # noqa: E402
+from daemon_harness import Daemon, running_daemon
 
 FAKE = {
     "VIRTKIT_ENGINE_FACTORY": "virtkit.daemon.fake_engine:FakeEngine",

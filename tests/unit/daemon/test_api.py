@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from conftest import FAKE
 from daemon_harness import Daemon, running_daemon
-
 from virtkit.client import ApiError, Client
 from virtkit.daemon import cgroups
 

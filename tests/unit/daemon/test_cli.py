@@ -14,14 +14,36 @@ from conftest import FAKE
 from daemon_harness import SRC, Daemon
 
 
-def vk(d: Daemon | Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+class Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def vk(d: Daemon | Path, *args: str, env: dict[str, str] | None = None) -> Result:
+    """Run the CLI in-process (typer's runner) with the environment a user's shell would have."""
+    from typer.testing import CliRunner
+
+    from virtkit.cli.vm import app
+
+    home = d.home if isinstance(d, Daemon) else d
+    e = {"VIRTKIT_HOME": str(home), "VIRTKIT_SOCKET": str(home / "virtkitd.sock"), "COLUMNS": "200",
+         **(env or {})}
+    r = CliRunner().invoke(app, list(args), env=e)
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        raise r.exception
+    return Result(r.exit_code, r.stdout, r.stderr)
+
+
+def vk_process(d: Daemon | Path, *args: str, env: dict[str, str] | None = None) -> Result:
+    """Run the CLI as a separate process, exactly as a user does."""
     home = d.home if isinstance(d, Daemon) else d
     e = {**os.environ, **FAKE, "PYTHONPATH": str(SRC), "VIRTKIT_HOME": str(home),
          "VIRTKIT_SOCKET": str(home / "virtkitd.sock"), "COLUMNS": "200", **(env or {})}
     if isinstance(d, Daemon):
         e["VIRTKIT_CGROUP_PARENT"] = d.cgroup_parent
-    return subprocess.run([sys.executable, "-m", "virtkit.cli.vm", *args], capture_output=True, text=True,
-                          env=e, timeout=120, stdin=subprocess.DEVNULL)
+    p = subprocess.run([sys.executable, "-m", "virtkit.cli.vm", *args], capture_output=True, text=True,
+                       env=e, timeout=120, stdin=subprocess.DEVNULL)
+    return Result(p.returncode, p.stdout, p.stderr)
 
 
 def test_define_start_list_info_destroy(daemon: Daemon, tmp_path: Path) -> None:
@@ -52,7 +74,7 @@ def test_define_start_list_info_destroy(daemon: Daemon, tmp_path: Path) -> None:
 
 
 def test_exit_codes(daemon: Daemon, tmp_path: Path) -> None:
-    r = vk(daemon, "start", "ghost")
+    r = vk_process(daemon, "start", "ghost")
     assert r.returncode == 3 and "not defined" in r.stderr and "fix:" in r.stderr
     spec = tmp_path / "a.json"
     spec.write_text(json.dumps({"name": "dup", "image": "tiny"}))
@@ -86,9 +108,9 @@ def test_launch_and_snapshots(daemon: Daemon) -> None:
 
 
 def test_unreachable_daemon_and_start_on_demand(home: Path) -> None:
-    r = vk(home, "list", env={"VIRTKIT_NO_DAEMON_AUTOSTART": "1"})
+    r = vk_process(home, "list", env={"VIRTKIT_NO_DAEMON_AUTOSTART": "1"})
     assert r.returncode == 5 and "not answering" in r.stderr
-    r = vk(home, "list", "--all", "--json")
+    r = vk_process(home, "list", "--all", "--json")
     try:
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout) == []
