@@ -235,13 +235,36 @@ class Client:
     def snapshot_delete(self, name: str, snapshot: str) -> None:
         self._request("DELETE", f"/v1/domains/{name}/snapshots/{snapshot}")
 
-    # -- networks
-    def networks(self) -> builtins.list[dict[str, Any]]:
-        result: builtins.list[dict[str, Any]] = self._json("GET", "/v1/networks")
+    # -- networks (when the daemon has the network layer)
+    def networks(self, all: bool = True) -> builtins.list[dict[str, Any]]:
+        result: builtins.list[dict[str, Any]] = self._json("GET", "/v1/networks", params={"all": all})
         return result
 
-    def network_action(self, name: str, action: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("POST", f"/v1/networks/{name}/{action}", json=body)
+    def network_define(self, spec: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("POST", "/v1/networks", json=spec)
+        return result
+
+    def network_info(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", f"/v1/networks/{name}")
+        return result
+
+    def network_undefine(self, name: str) -> None:
+        self._request("DELETE", f"/v1/networks/{name}")
+
+    def network_start(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("POST", f"/v1/networks/{name}/start")
+        return result
+
+    def network_destroy(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("POST", f"/v1/networks/{name}/destroy")
+        return result
+
+    def network_set_autostart(self, name: str, enabled: bool = True) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("PUT", f"/v1/networks/{name}/autostart", json={"enabled": enabled})
+        return result
+
+    def network_leases(self, name: str) -> builtins.list[dict[str, Any]]:
+        result: builtins.list[dict[str, Any]] = self._json("GET", f"/v1/networks/{name}/leases")
         return result
 
     # -- events

@@ -490,69 +490,89 @@ def snapshot_delete(name: Name, snapshot: str) -> None:
 
 # -- networks
 @app.command("net-list")
-def net_list(json_out: JsonOpt = False) -> None:
+def net_list(all: Annotated[bool, typer.Option("--all", help="Include inactive networks.")] = False,
+             json_out: JsonOpt = False) -> None:
     """List virtual networks."""
     with api() as c:
-        nets = c.networks()
+        nets = c.networks(all=True)
+    if not all:
+        nets = [n for n in nets if n.get("state") != "inactive"]
     if json_out:
         _dump(nets)
         return
-    _table(["Name", "State", "Details"],
-           [[str(n.get("name")), str(n.get("state", n.get("active", "-"))),
-             ", ".join(f"{k}={v}" for k, v in n.items() if k not in ("name", "state", "active"))] for n in nets])
+    _table(["Name", "State", "Autostart", "Mode", "Bridge", "Subnet"],
+           [[str(n.get("name")), str(n.get("state")), "yes" if n.get("autostart") else "no", str(n.get("mode")),
+             str(n.get("bridge") or "-"), str(n.get("subnet") or "-")] for n in nets])
 
 
-def _net(action: str, name: str, json_out: bool) -> None:
+@app.command("net-define")
+def net_define(file: Annotated[Path, typer.Argument(help="Network spec (.toml, .yaml or .json).")],
+               json_out: JsonOpt = False) -> None:
+    """Define a virtual network from a spec file."""
+    from virtkit.daemon.domain import read_mapping
+
     with api() as c:
-        r = c.network_action(name, action)
+        r = c.network_define(read_mapping(file))
     if json_out:
         _dump(r)
     else:
-        out.print(f"Network {name}: {action} done", highlight=False)
+        out.print(f"Network {r.get('name')} defined from {file}", highlight=False)
+
+
+@app.command("net-undefine")
+def net_undefine(name: str) -> None:
+    """Remove a network's definition."""
+    with api() as c:
+        c.network_undefine(name)
+    out.print(f"Network {name} has been undefined", highlight=False)
 
 
 @app.command("net-start")
 def net_start(name: str, json_out: JsonOpt = False) -> None:
     """Start a virtual network."""
-    _net("start", name, json_out)
+    with api() as c:
+        r = c.network_start(name)
+    _dump(r) if json_out else out.print(f"Network {name} started", highlight=False)
 
 
 @app.command("net-destroy")
 def net_destroy(name: str, json_out: JsonOpt = False) -> None:
     """Stop a virtual network."""
-    _net("destroy", name, json_out)
+    with api() as c:
+        r = c.network_destroy(name)
+    _dump(r) if json_out else out.print(f"Network {name} destroyed", highlight=False)
+
+
+@app.command("net-autostart")
+def net_autostart(name: str, disable: Annotated[bool, typer.Option("--disable")] = False) -> None:
+    """Start the network with virtkitd (--disable turns it off)."""
+    with api() as c:
+        c.network_set_autostart(name, not disable)
+    out.print(f"Network {name} {'unmarked' if disable else 'marked'} as autostarted", highlight=False)
 
 
 @app.command("net-info")
 def net_info(name: str, json_out: JsonOpt = False) -> None:
     """Show a virtual network."""
-    if json_out:
-        _net("info", name, True)
-    else:
-        _net_info(name)
-
-
-def _net_info(name: str) -> None:
     with api() as c:
-        r = c.network_action(name, "info")
-    res = r.get("result")
-    if isinstance(res, dict):
-        _kv(list(res.items()))
+        r = c.network_info(name)
+    if json_out:
+        _dump(r)
     else:
-        out.print(res)
+        _kv([(k, v) for k, v in r.items()])
 
 
 @app.command("net-dhcp-leases")
 def net_dhcp_leases(name: str, json_out: JsonOpt = False) -> None:
     """DHCP leases handed out on a network."""
     with api() as c:
-        r = c.network_action(name, "dhcp-leases")
+        leases = c.network_leases(name)
     if json_out:
-        _dump(r)
+        _dump(leases)
         return
-    leases = r.get("result") or []
-    _table(["MAC address", "IP address", "Hostname"],
-           [[str(x.get("mac")), str(x.get("ip")), str(x.get("hostname", "-"))] for x in leases])
+    _table(["MAC address", "IP address", "Hostname", "Expiry"],
+           [[str(x.get("mac")), str(x.get("ip")), str(x.get("hostname") or "-"),
+             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(x.get("expiry") or 0)))] for x in leases])
 
 
 @app.command()

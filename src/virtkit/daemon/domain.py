@@ -244,32 +244,39 @@ def validate_spec(data: Any) -> DomainSpec:
 
 def parse_spec_text(text: str, fmt: str) -> DomainSpec:
     """Parse a spec written as ``toml``, ``yaml`` or ``json``."""
+    return validate_spec(parse_mapping(text, fmt))
+
+
+def parse_mapping(text: str, fmt: str) -> Any:
+    """TOML, YAML or JSON text -> plain data (ConfigError naming the format on a syntax error)."""
     if len(text.encode()) > MAX_SPEC_BYTES:
-        raise ConfigError(f"spec is larger than {MAX_SPEC_BYTES // 1024} KiB", hint="a domain spec is a few lines")
+        raise ConfigError(f"spec is larger than {MAX_SPEC_BYTES // 1024} KiB", hint="a spec is a few lines")
     try:
         if fmt == "toml":
-            data: Any = tomllib.loads(text)
-        elif fmt == "json":
-            data = json.loads(text)
-        elif fmt in ("yaml", "yml"):
+            return tomllib.loads(text)
+        if fmt == "json":
+            return json.loads(text)
+        if fmt in ("yaml", "yml"):
             try:
                 import yaml
             except ImportError as e:  # pragma: no cover - depends on the environment
                 raise ConfigError("YAML specs need PyYAML", hint="pip install pyyaml, or write TOML") from e
-            data = yaml.safe_load(text)
-        else:
-            raise ConfigError(f"unknown spec format {fmt!r}", hint="use a .toml, .yaml or .json file")
+            return yaml.safe_load(text)
     except ConfigError:
         raise
     except Exception as e:
         raise ConfigError(f"cannot parse the {fmt.upper()} spec: {e}", hint=f"check the {fmt.upper()} syntax") from e
-    return validate_spec(data)
+    raise ConfigError(f"unknown spec format {fmt!r}", hint="use a .toml, .yaml or .json file")
 
 
-def load_spec_file(path: Path) -> DomainSpec:
+def read_mapping(path: Path) -> Any:
     fmt = path.suffix.lstrip(".").lower() or "toml"
     try:
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}", hint="give the path of a spec file") from e
-    return parse_spec_text(text, fmt)
+    return parse_mapping(text, fmt)
+
+
+def load_spec_file(path: Path) -> DomainSpec:
+    return validate_spec(read_mapping(path))

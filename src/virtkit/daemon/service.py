@@ -132,6 +132,13 @@ class Service:
     # -- recovery at start-up
     def recover(self, autostart: bool = True) -> None:
         """Re-attach every supervisor still running from a previous daemon; settle the others; autostart."""
+        nm = self.networks()
+        if nm is not None:  # networks first: autostart domains may need them
+            for fn in ("adopt", "autostart_all") if autostart else ("adopt",):
+                try:
+                    getattr(nm, fn)()
+                except Exception as e:
+                    self.events.publish("error", None, None, f"networks: {fn} failed: {e}")
         for row in self.store.list_domains():
             self._reattach(row)
         if autostart:
@@ -191,19 +198,21 @@ class Service:
 
     # -- queries
     def _live_state(self, row: DomainRow) -> DomainState:
-        if row.name in self.handles:
-            return row.state if row.state in (DomainState.RUNNING, DomainState.PAUSED) else DomainState.RUNNING
-        if row.state in (DomainState.RUNNING, DomainState.PAUSED):
+        return self._live_state_of(row.name, row.state)
+
+    def _live_state_of(self, name: str, stored: DomainState) -> DomainState:
+        if name in self.handles:
+            return stored if stored in (DomainState.RUNNING, DomainState.PAUSED) else DomainState.RUNNING
+        if stored in (DomainState.RUNNING, DomainState.PAUSED):
             return DomainState.SHUTOFF  # stale row: nothing supervises it
-        return row.state
+        return stored
 
     def list_domains(self, all: bool = False) -> list[DomainSummary]:
         out = []
-        for row in self.store.list_domains():
-            state = self._live_state(row)
+        for name, stored, autostart, engine in self.store.list_summaries():
+            state = self._live_state_of(name, stored)
             if all or state in (DomainState.RUNNING, DomainState.PAUSED):
-                out.append(DomainSummary(name=row.name, state=state, autostart=row.autostart,
-                                         engine=row.spec.engine))
+                out.append(DomainSummary.model_construct(name=name, state=state, autostart=autostart, engine=engine))
         return out
 
     def info(self, name: str) -> DomainInfo:
@@ -274,7 +283,22 @@ class Service:
 
     def interfaces(self, name: str) -> list[Interface]:
         h = self._handle(name, "read the addresses of")
-        raw = ctl.call(h.ctl, "interfaces", timeout=30) or []
+        try:
+            raw = ctl.call(h.ctl, "interfaces", timeout=30) or []
+        except EngineError:
+            raw = None
+        nm = self.networks()
+        if nm is not None and hasattr(nm, "domifaddr"):
+            # the network layer knows DHCP leases and reservations too (for guests without an agent)
+            merged: dict[str, Interface] = {}
+            for a in nm.domifaddr(name, raw):
+                i = merged.setdefault(a.mac, Interface(name=a.ifname, mac=a.mac))
+                if a.ip:
+                    i.addresses.append(f"{a.ip}/{a.prefix}")
+            if merged:
+                return list(merged.values())
+        if raw is None:
+            raise EngineError(f"{name}'s guest agent did not answer", hint="wait until the guest has booted")
         out = []
         for it in raw:
             addrs = [f"{a.get('ip-address')}/{a.get('prefix')}" for a in it.get("ip-addresses") or []]

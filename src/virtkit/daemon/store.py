@@ -178,6 +178,13 @@ class Store:
         ).fetchall()
         return [self._row(r) for r in rows]
 
+    def list_summaries(self) -> list[tuple[str, DomainState, bool, str]]:
+        """(name, state, autostart, engine) of every domain, without parsing the specs (``list`` is hot)."""
+        rows = self._connect().execute(
+            "SELECT name, state, autostart, json_extract(spec, '$.engine') FROM domains ORDER BY name"
+        ).fetchall()
+        return [(r[0], DomainState(r[1]), bool(r[2]), str(r[3])) for r in rows]
+
     def set_state(self, name: str, state: DomainState, reason: str = "") -> None:
         with self.tx() as t:
             t.execute(

@@ -11,9 +11,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from conftest import FAKE
 from daemon_harness import running_daemon
-
 
 
 @pytest.mark.timeout(900)
