@@ -143,3 +143,40 @@ def test_cli_launch_exec_shell_console(vkd: Daemon) -> None:
     r = vk(vkd, "console", "cl", "--log")
     assert r.returncode == 0 and len(r.stdout) > 0
     assert vk(vkd, "destroy", "cl").returncode == 0
+
+
+def test_snapshots_memory_in_qcow2_and_disk_only_on_raw(vkd: Daemon, image: Any, tmp_path: Path) -> None:
+    qcow = tmp_path / "d.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(qcow), "32M"], check=True)
+    raw = tmp_path / "r.raw"
+    raw.write_bytes(b"\0" * (4 << 20))
+    c = vkd.client()
+    c.define(spec(image, "mem", disks=[{"path": str(qcow), "format": "qcow2"}]))
+    c.define(spec(image, "dsk", disks=[{"path": str(raw), "format": "raw"}]))
+    for n in ("mem", "dsk"):
+        c.start(n)
+    for n in ("mem", "dsk"):
+        c.wait_agent(n, 240)
+
+    # memory + disk (internal qcow2 snapshot): a file in the guest's RAM-backed root comes back
+    assert c.exec("mem", ["sh", "-c", "echo one > /mark"]).exitcode == 0
+    s = c.snapshot_create("mem", "m1", "with memory")
+    assert s.memory and s.state == "running"
+    assert c.exec("mem", ["sh", "-c", "echo two > /mark"]).exitcode == 0
+    assert c.snapshot_revert("mem", "m1").state == "running"
+    assert c.exec("mem", ["cat", "/mark"]).stdout.strip() == "one"
+    c.snapshot_delete("mem", "m1")
+    assert c.snapshot_list("mem") == []
+
+    # disk only (a raw disk cannot hold memory): the disk's content comes back, the guest reboots
+    w = "printf {} | dd of=/dev/vda bs=4 count=1 conv=fsync 2>/dev/null"
+    assert c.exec("dsk", ["sh", "-c", w.format("AAAA")]).exitcode == 0
+    s = c.snapshot_create("dsk", "d1")
+    assert not s.memory
+    assert c.exec("dsk", ["sh", "-c", w.format("BBBB")]).exitcode == 0
+    assert c.snapshot_revert("dsk", "d1").state == "running"
+    c.wait_agent("dsk", 240)
+    r = c.exec("dsk", ["sh", "-c", "dd if=/dev/vda bs=4 count=1 2>/dev/null"])
+    assert r.stdout == "AAAA"
+    for n in ("mem", "dsk"):
+        c.destroy(n)

@@ -596,6 +596,9 @@ class Service:
                                hint="pick another snapshot name or delete the old one")
             h = self.handles.get(name)
             state = self._live_state(row)
+            if memory and h is None:
+                raise ConfigError(f"cannot save the memory of {name!r}: it is {state}",
+                                  hint="start it first, or take a disk-only snapshot")
             sd = self._snapdir(name, snap)
             sd.mkdir(parents=True, exist_ok=True)
             paused_here = False
@@ -611,8 +614,9 @@ class Service:
                     except EngineError:
                         if memory:
                             raise
-                for i, disk in enumerate(self._writable_disks(row.spec)):
-                    shutil.copyfile(disk.path, sd / f"disk{i}")
+                if not with_memory:  # an internal snapshot already holds the disks' state
+                    for i, disk in enumerate(self._writable_disks(row.spec)):
+                        shutil.copyfile(disk.path, sd / f"disk{i}")
             except BaseException:
                 shutil.rmtree(sd, ignore_errors=True)
                 raise
@@ -637,11 +641,16 @@ class Service:
             s = self.store.get_snapshot(name, snap)
             h = self.handles.get(name)
             sd = self._snapdir(name, snap)
-            if s.memory and h is not None:
+            if s.memory:
+                if h is None:  # the saved memory needs a running engine to load into
+                    self._spawn(row, f"reverting to {snap}")
+                    h = self.handles[name]
                 ctl.call(h.ctl, "pause", timeout=30)
                 ctl.call(h.ctl, "snapshot_load", {"name": snap}, timeout=600)
                 if s.state == DomainState.RUNNING:
                     ctl.call(h.ctl, "resume", timeout=30)
+                self._set_state(name, DomainState(ctl.call(h.ctl, "status", timeout=10)["state"]),
+                                f"reverted to {snap}")
             else:
                 if h is not None:
                     with contextlib.suppress(ctl.SupervisorGone):
@@ -660,11 +669,15 @@ class Service:
 
     def snapshot_delete(self, name: str, snap: str) -> None:
         with self.lock(name):
-            self.store.get_snapshot(name, snap)
+            s = self.store.get_snapshot(name, snap)
             h = self.handles.get(name)
-            if h is not None:
+            if s.memory and h is not None:
                 with contextlib.suppress(EngineError):
                     ctl.call(h.ctl, "snapshot_delete", {"name": snap}, timeout=60)
+            elif s.memory:  # offline: drop the internal snapshot from the qcow2 files
+                for d in self._writable_disks(self.store.get_domain(name).spec):
+                    if d.format == "qcow2":
+                        subprocess.run(["qemu-img", "snapshot", "-d", snap, str(d.path)], capture_output=True)
             self.store.remove_snapshot(name, snap)
             shutil.rmtree(self._snapdir(name, snap), ignore_errors=True)
         self.events.publish("snapshot", name, None, f"deleted {snap}")

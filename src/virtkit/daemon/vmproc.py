@@ -211,10 +211,11 @@ class Supervisor:
             return True
         if op in ("snapshot_save", "snapshot_load", "snapshot_delete"):
             fn = getattr(m, op, None)
-            if fn is None:
-                raise EngineError(f"the {m.engine} engine cannot snapshot memory")
             with self.lock:
-                fn(str(req["name"]))
+                if fn is not None:
+                    fn(str(req["name"]))
+                else:
+                    self.qmp_snapshot(m, op.replace("_", "-"), str(req["name"]))
             return self.status()
         raise ConfigError(f"unknown supervisor op {op!r}")
 
@@ -251,6 +252,38 @@ class Supervisor:
                 self.console_sock.close()
                 self.console_sock = None
                 raise EngineError(f"{m.name}'s console went away: {e}") from e
+
+    def qmp_snapshot(self, m: Machine, command: str, tag: str) -> None:
+        """Internal snapshots through QEMU (``snapshot-save``/``-load``/``-delete`` jobs, QEMU >= 6.0): guest
+        memory and every writable disk, stored inside the domain's qcow2 disks."""
+        qmp = getattr(m, "_qmp_exec", None)
+        disks = self.config["machine"].get("disks", [])
+        writable = [(i, d) for i, d in enumerate(disks) if not d.get("readonly")]
+        nodes = [f"disk{i}" for i, d in writable if d.get("format") == "qcow2"]
+        if qmp is None or not nodes or len(nodes) != len(writable):
+            raise EngineError(
+                f"the {m.engine} engine can save guest memory only into qcow2 disks, and {self.name} has "
+                + ("none" if not nodes else "a writable raw disk"),
+                hint="give the domain a qcow2 disk, or take a disk-only snapshot (--disk-only)",
+            )
+        job = f"vk-{command}-{time.monotonic_ns()}"
+        args: dict[str, Any] = {"job-id": job, "tag": tag, "devices": nodes}
+        if command != "snapshot-delete":
+            args["vmstate"] = nodes[0]
+        qmp(command, args)
+        deadline = time.monotonic() + 600
+        while True:
+            jobs = {j["id"]: j for j in qmp("query-jobs")}
+            j = jobs.get(job)
+            if j is None or j.get("status") == "concluded":
+                break
+            if time.monotonic() > deadline:
+                raise EngineError(f"QEMU's {command} of {tag!r} did not finish in 600s")
+            time.sleep(0.05)
+        with contextlib.suppress(Exception):
+            qmp("job-dismiss", {"id": job})
+        if j is not None and j.get("error"):
+            raise EngineError(f"QEMU {command} {tag!r}: {j['error']}")
 
     def stats(self, m: Machine) -> dict[str, Any]:
         out: dict[str, Any] = {"block": [], "net": []}
