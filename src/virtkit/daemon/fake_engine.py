@@ -55,7 +55,6 @@ class FakeMachine:
         self._paused = False
         self._stopping = False
         self._lock = threading.Lock()
-        self._snapshots: set[str] = set()
 
     @property
     def pid(self) -> int | None:
@@ -106,15 +105,26 @@ class FakeMachine:
     def block_stats(self) -> list[dict[str, Any]]:
         return [{"device": "vda", "rd_bytes": 0, "wr_bytes": 0, "rd_operations": 0, "wr_operations": 0}]
 
+    # saved "memory" lives in the run directory, as QEMU's lives in the qcow2 disks: it outlives a restart
+    def _snapfile(self) -> Path:
+        return self.console_log.parent / "snapshots.txt"
+
+    def _saved(self) -> set[str]:
+        with contextlib.suppress(OSError):
+            return set(self._snapfile().read_text().split())
+        return set()
+
     def snapshot_save(self, name: str) -> None:
-        self._snapshots.add(name)
+        self._snapfile().write_text("\n".join(sorted(self._saved() | {name})))
 
     def snapshot_load(self, name: str) -> None:
-        if name not in self._snapshots:
-            raise KeyError(name)
+        from virtkit.errors import EngineError
+
+        if name not in self._saved():
+            raise EngineError(f"no saved memory {name!r} in this machine")
 
     def snapshot_delete(self, name: str) -> None:
-        self._snapshots.discard(name)
+        self._snapfile().write_text("\n".join(sorted(self._saved() - {name})))
 
 
 class FakeEngine:
