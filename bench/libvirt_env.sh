@@ -7,14 +7,16 @@
 #   - libvirtd is started directly (no systemd socket activation) and stays up for the whole run;
 #   - virtlogd is started directly too, as systemd would have started it on demand (QEMU's stdio goes
 #     through it, which is libvirt's default stdio_handler);
-#   - the "default" network is not autostarted (the guests here have no NIC, as the virtkit guests);
+#   - the "default" network is not autostarted (the guests here have no NIC, as the virtkit guests), and
+#     domain definitions go to a tmpfs over /etc/libvirt/qemu;
 #   - QEMU runs as root (qemu.conf user/group), as virtkit's engine does, so no chown of kernel/initrd.
 set -eu
-for d in /run/libvirt /var/lib/libvirt /var/cache/libvirt /var/log/libvirt /etc/libvirt/qemu/networks/autostart; do
+for d in /run/libvirt /var/lib/libvirt /var/cache/libvirt /var/log/libvirt /etc/libvirt/qemu; do
     mkdir -p "$d"
     mount -t tmpfs tmpfs "$d"
 done
-mkdir -p /var/lib/libvirt/qemu /var/log/libvirt/qemu /var/cache/libvirt/qemu
+# /etc/libvirt/qemu is where libvirt keeps persistent domain definitions (and the network autostart links)
+mkdir -p /var/lib/libvirt/qemu /var/log/libvirt/qemu /var/cache/libvirt/qemu /etc/libvirt/qemu/networks
 CONF=/run/libvirt/bench-qemu.conf
 cp /etc/libvirt/qemu.conf "$CONF"
 printf 'user = "root"\ngroup = "root"\n' >>"$CONF"

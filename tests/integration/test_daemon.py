@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -63,7 +64,15 @@ def test_full_lifecycle_with_a_real_guest(vkd: Daemon, image: Any) -> None:
     info = c.info("life")
     assert info.uptime_s and info.uptime_s > 0 and info.cpu_time_s
     text, _ = c.console("life")
-    assert "Linux version" in text or "virtkit" in text
+    assert "virtkit: ready" in text
+    with c.console_connect("life") as ws:  # the guest's shell on its serial console, through the API
+        ws.send(b"echo con$((6*7))sole\n")
+        got = b""
+        deadline = time.monotonic() + 60
+        while b"con42sole" not in got and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                got += ws.recv(timeout=5)
+        assert b"con42sole" in got
     assert c.suspend("life").state == "paused"
     cpu_paused = c.stats("life").cpu_time_s
     assert c.resume("life").state == "running"

@@ -590,10 +590,17 @@ def events(since: Annotated[int | None, typer.Option(help="Replay stored events 
             sys.stdout.flush()
 
 
-def register(parent: typer.Typer) -> None:
-    """Add every command here to ``parent`` at its top level (virsh style: `virtkit start vm1`)."""
+def command_name(cmd: Any) -> str:
+    return str(cmd.name or cmd.callback.__name__.replace("_", "-"))
+
+
+def register(parent: typer.Typer, exclude: tuple[str, ...] = ()) -> None:
+    """Add the commands here to ``parent`` at its top level (virsh style: `virtkit start vm1`), except those
+    in ``exclude`` and those ``parent`` already has (e.g. the network layer's own ``net-*`` verbs)."""
+    taken = {command_name(c) for c in parent.registered_commands} | set(exclude)
     for cmd in app.registered_commands:
-        parent.registered_commands.append(cmd)
+        if command_name(cmd) not in taken:
+            parent.registered_commands.append(cmd)
 
 
 def main() -> None:

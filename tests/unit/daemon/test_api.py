@@ -286,3 +286,19 @@ def test_openapi_document(daemon: Daemon) -> None:
     for p in ("/v1/domains", "/v1/domains/{name}/start", "/v1/domains/{name}/snapshots", "/v1/events"):
         assert p in doc["paths"]
     assert "DomainSpec" in doc["components"]["schemas"]
+
+
+def test_console_attach_over_the_api(daemon: Daemon) -> None:
+    c = daemon.client()
+    c.define({"name": "con", "image": "tiny"})
+    c.start("con")
+    with c.console_connect("con") as ws:
+        got = b""
+        while b"login: " not in got:
+            got += ws.recv(timeout=10)
+        assert got.startswith(b"fake console of con")
+        ws.send(b"root\n")  # typed into the guest's console; the fake echoes it to its serial log
+        while b"root\n" not in got:
+            got += ws.recv(timeout=10)
+    text, _ = c.console("con")
+    assert text.endswith("login: root\n")

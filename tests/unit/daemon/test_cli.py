@@ -124,3 +124,21 @@ def test_unreachable_daemon_and_start_on_demand(home: Path) -> None:
                 if not Path(f"/proc/{pid}").exists():
                     break
                 time.sleep(0.05)
+
+
+def test_register_adds_the_verbs_at_top_level_without_clobbering() -> None:
+    import typer
+
+    from virtkit.cli.vm import command_name, register
+
+    parent = typer.Typer()
+
+    @parent.command("net-list")
+    def theirs() -> None:
+        pass
+
+    register(parent, exclude=("shell",))
+    names = [command_name(c) for c in parent.registered_commands]
+    assert names.count("net-list") == 1 and parent.registered_commands[0].callback is theirs
+    assert {"list", "start", "launch", "exec", "snapshot-create-as", "domifaddr"} <= set(names)
+    assert "shell" not in names
