@@ -16,6 +16,11 @@ from pathlib import Path
 from virtkit.client import Client
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+# The process-backed fake engine and a no-build image: everything real but the guest (unit tests).
+FAKE = {
+    "VIRTKIT_ENGINE_FACTORY": "virtkit.daemon.fake_engine:FakeEngine",
+    "VIRTKIT_IMAGE_FACTORY": "virtkit.daemon.fake_engine:fake_image",
+}
 
 
 class Daemon:
@@ -97,6 +102,18 @@ class Daemon:
         for pid in self.supervisor_pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        # the per-test cgroup parent under every hierarchy (empty by now: its VMs are gone)
+        from virtkit.daemon import cgroups
+
+        for parent in [*cgroups.CGROUP_ROOT.glob(f"*/{self.cgroup_parent}"), cgroups.CGROUP_ROOT / self.cgroup_parent]:
+            if not parent.is_dir():
+                continue
+            for child in parent.iterdir():
+                if child.is_dir():
+                    with contextlib.suppress(OSError):
+                        child.rmdir()
+            with contextlib.suppress(OSError):
+                parent.rmdir()
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,6 +130,27 @@ def test_reattach_crash_isolation_and_cgroups_with_three_guests(vkd: Daemon, ima
     for n in ("g1", "g3"):
         assert c.exec(n, ["echo", "alive"]).stdout.strip() == "alive"
     assert c.host().running == 2
+
+    # 20 concurrent API clients against the live guests: agent exec, list, dominfo, domstats
+    errors: list[BaseException] = []
+
+    def client_work(i: int) -> None:
+        try:
+            with vkd.client() as cc:
+                n = ("g1", "g3")[i % 2]
+                assert cc.exec(n, ["echo", str(i)]).stdout.strip() == str(i)
+                assert {d.name for d in cc.list()} == {"g1", "g3"}
+                assert cc.info(n).state == "running"
+                assert cc.stats(n).cpu_time_s
+        except BaseException as e:
+            errors.append(e)
+
+    workers = [threading.Thread(target=client_work, args=(i,)) for i in range(20)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(300)
+    assert not errors, errors
     assert c.destroy("g2").state == "shut off"
     for n in ("g1", "g3"):
         c.destroy(n)

@@ -15,8 +15,10 @@ import grp
 import logging
 import os
 import secrets
+import signal
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from virtkit import __version__
@@ -104,8 +106,24 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGTERM after its shutdown, which kills the process before our clean-up; the
+        daemon handles the signals itself and exits 0."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return Server
+
+
 async def serve(args: argparse.Namespace) -> None:
     import uvicorn
+
+    _Server = _server_class()
 
     from virtkit.daemon.api import create_app, wrap
     from virtkit.daemon.service import Service
@@ -124,7 +142,8 @@ async def serve(args: argparse.Namespace) -> None:
     service = Service(home, use_cgroups=False if args.no_cgroups else None)
     service.recover(autostart=not args.no_autostart)
     token = None
-    sockets = [bind_unix(args.socket or (home / "virtkitd.sock"), args.socket_group,
+    sock_path: Path = args.socket or (home / "virtkitd.sock")
+    sockets = [bind_unix(sock_path, args.socket_group,
                          args.socket_mode if args.socket_mode is not None else
                          (0o660 if args.socket_group else 0o600))]
     if args.tcp:
@@ -133,9 +152,16 @@ async def serve(args: argparse.Namespace) -> None:
     app = wrap(create_app(service, token), token)
     config = uvicorn.Config(app, log_level=args.log_level, access_log=args.log_level == "debug",
                             timeout_graceful_shutdown=2, ws="websockets-sansio")
-    server = uvicorn.Server(config)
+    server = _Server(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
     log.info("virtkitd %s serving %s", __version__, ", ".join(str(s.getsockname()) for s in sockets))
-    await server.serve(sockets=sockets)
+    try:
+        await server.serve(sockets=sockets)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            sock_path.unlink()  # we hold the lock, so the socket is ours
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,12 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from daemon_harness import Daemon, running_daemon
-
-FAKE = {
-    "VIRTKIT_ENGINE_FACTORY": "virtkit.daemon.fake_engine:FakeEngine",
-    "VIRTKIT_IMAGE_FACTORY": "virtkit.daemon.fake_engine:fake_image",
-}
+from daemon_harness import FAKE, Daemon, running_daemon
 
 
 @pytest.fixture

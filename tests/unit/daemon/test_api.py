@@ -14,8 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import FAKE
-from daemon_harness import Daemon, running_daemon
+from daemon_harness import FAKE, Daemon, running_daemon
 from virtkit.client import ApiError, Client
 from virtkit.daemon import cgroups
 
@@ -302,3 +301,15 @@ def test_console_attach_over_the_api(daemon: Daemon) -> None:
             got += ws.recv(timeout=10)
     text, _ = c.console("con")
     assert text.endswith("login: root\n")
+
+
+def test_sigterm_stops_the_daemon_cleanly_and_leaves_the_vms(daemon: Daemon) -> None:
+    c = daemon.client()
+    c.define({"name": "keep-running", "image": "tiny"})
+    pid = c.start("keep-running").engine_pid
+    daemon.kill(signal.SIGTERM)
+    assert daemon.proc is not None and daemon.proc.returncode == 0
+    assert not daemon.socket.exists()
+    assert pid and Path(f"/proc/{pid}").exists()
+    daemon.start()
+    assert daemon.client().info("keep-running").engine_pid == pid

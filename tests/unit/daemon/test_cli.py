@@ -10,8 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import FAKE
-from daemon_harness import SRC, Daemon
+from daemon_harness import FAKE, SRC, Daemon
 
 
 class Result:

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAKE
-from daemon_harness import running_daemon
+from daemon_harness import FAKE, running_daemon
 
 
 @pytest.mark.timeout(900)
