@@ -61,7 +61,9 @@ def plain_qemu(kernel: Path, initrd: Path, workdir: Path, timeout: float) -> flo
 def virtkit_engine(kernel: Path, initrd: Path, workdir: Path, timeout: float) -> float:
     spec = spec_for(kernel, initrd, name="bench", cmdline="console=ttyS0 quiet panic=-1")
     t0 = time.monotonic()
-    m = QemuEngine(accel="tcg").start(spec, workdir / "vm", die_with_parent=True)
+    # A fresh run directory each time: the console log appends across starts of one machine.
+    vmdir = Path(tempfile.mkdtemp(prefix="vm-", dir=workdir))
+    m = QemuEngine(accel="tcg").start(spec, vmdir, die_with_parent=True)
     try:
         log = m.console_log
         while True:
@@ -72,6 +74,7 @@ def virtkit_engine(kernel: Path, initrd: Path, workdir: Path, timeout: float) ->
             time.sleep(0.005)
     finally:
         m.destroy()
+        shutil.rmtree(vmdir, ignore_errors=True)
 
 
 def main() -> int:

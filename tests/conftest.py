@@ -23,23 +23,30 @@ def tiny_image() -> object:
     return build_image("tiny")
 
 
-def qemu_children(pid: int) -> list[psutil.Process]:
-    """QEMU processes started by ``pid`` (directly or through a helper)."""
-    try:
-        kids = psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-    return [k for k in kids if "qemu-system" in (k.info.get("name") if hasattr(k, "info") else k.name())]
+def _our_live_qemus(since: float, markers: tuple[str, ...]) -> list[psutil.Process]:
+    """QEMU processes this test started: our descendants, or ones whose command line names our run paths
+    (a `virtkit run --keep` child outlives the CLI that started it). Zombies are already dead."""
+    mine = {p.pid for p in psutil.Process().children(recursive=True)}
+    found = []
+    for p in psutil.process_iter(["name", "cmdline", "create_time", "status"]):
+        if "qemu-system" not in (p.info["name"] or "") or p.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        cmd = " ".join(p.info["cmdline"] or [])
+        if p.pid in mine or (p.info["create_time"] >= since and any(m in cmd for m in markers)):
+            found.append(p)
+    return found
 
 
 @pytest.fixture
-def no_leaked_qemu() -> Iterator[None]:
-    """Fail a test that leaves a QEMU process behind; end those it left (by pid: only ours)."""
-    before = {p.pid for p in psutil.process_iter(["name"]) if "qemu-system" in (p.info["name"] or "")}
+def no_leaked_qemu(tmp_path: Path) -> Iterator[None]:
+    """Fail a test that leaves a QEMU process behind, and end those (ours only, by pid)."""
+    import time
+
+    from virtkit.config import defaults
+
+    since = time.time() - 1
     yield
-    leaked = [
-        p for p in psutil.process_iter(["name"]) if "qemu-system" in (p.info["name"] or "") and p.pid not in before
-    ]
+    leaked = _our_live_qemus(since, (str(tmp_path), str(defaults.run_dir())))
     for p in leaked:
         p.kill()
     assert not leaked, f"QEMU processes left running: {[p.pid for p in leaked]}"

@@ -82,6 +82,8 @@ def oneshot(
     finally:
         if machine is not None and not (keep and ok):
             _stop(machine)
+        elif machine is not None:
+            machine.detach()
         if not (keep and ok):
             shutil.rmtree(workdir, ignore_errors=True)
 

@@ -24,6 +24,7 @@ def test_exec_returns_the_guests_own_kernel(boot: Boot, tiny_image: object) -> N
     assert r.exitcode == 0
     assert r.stdout.decode().strip() == tiny_image.kernel_version  # type: ignore[attr-defined]
     assert m.status() is VmState.RUNNING
+    assert m.agent().exec(["uname", "-n"]).stdout.strip() == b"it"  # the machine's name is its hostname
 
 
 def test_exit_codes_and_stderr_propagate(boot: Boot) -> None:
@@ -98,12 +99,16 @@ def test_two_guests_and_destroying_one_leaves_the_other(boot: Boot) -> None:
 
 def test_reattach_from_run_directory(boot: Boot) -> None:
     m = boot("adopted")
+    m.detach()  # as if the process that started it had gone away
     again = QemuMachine.attach(m.workdir)
     assert again.pid == m.pid
     assert again.status() is VmState.RUNNING
     again.pause()
-    assert m.status() is VmState.PAUSED
+    assert again.status() is VmState.PAUSED
     again.resume()
+    assert again.agent().exec(["true"]).exitcode == 0
+    again.destroy()
+    assert m.wait(10) is VmState.SHUTOFF
 
 
 def test_crash_is_reported(boot: Boot) -> None:
@@ -158,7 +163,6 @@ def test_reboot_restarts_the_guest(boot: Boot) -> None:
     pid = m.pid
     m.agent().file_write("/tmp/before-reboot", b"x")
     m.reboot()
-    m.agent().close()
     m.wait_ready(120)
     assert m.pid == pid  # same QEMU process, new guest boot
     r = m.agent().exec(["test", "-e", "/tmp/before-reboot"])

@@ -13,13 +13,14 @@ from rich.table import Table
 
 from virtkit.errors import VirtkitError
 from virtkit.images import KNOWN_IMAGES, Image, build_image, list_images
-from virtkit.images.build import DEFAULT_KERNEL_PACKAGE, describe
+from virtkit.images.build import DEFAULT_KERNEL_PACKAGE, describe, prune_images
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 EXIT_ERROR = 125  # as `virtkit` itself: a virtkit error
+EXIT_INTERRUPTED = 130
 
 
 def _fail(exc: VirtkitError) -> typer.Exit:
@@ -74,6 +75,10 @@ def build(
         img = build_image(name, kernel_package=kernel_package, force=force, progress=report)
     except VirtkitError as exc:
         raise _fail(exc) from None
+    except KeyboardInterrupt:
+        progress.stop()
+        err.print("virtkit: interrupted; the partial build was removed, the cache is unchanged", highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         progress.stop()
     if json_out:
@@ -92,9 +97,22 @@ def _table(images: list[Image]) -> Table:
     for col in ("NAME", "KERNEL", "SIZE", "DIGEST", "BUILT"):
         table.add_column(col, justify="right" if col == "SIZE" else "left", no_wrap=True)
     for img in images:
-        table.add_row(img.name, img.kernel_version, _human_size(img.size_bytes), img.digest[:12],
-                      _when(img.built_at))
+        table.add_row(img.name, img.kernel_version, _human_size(img.size_bytes), img.digest[:12], _when(img.built_at))
     return table
+
+
+@app.command()
+def prune(
+    keep: Annotated[int, typer.Option("--keep", min=1, help="Newest valid images to keep per name.")] = 1,
+) -> None:
+    """Delete older and broken images and the downloaded packages no kept image needs."""
+    try:
+        removed = prune_images(keep)
+    except VirtkitError as exc:
+        raise _fail(exc) from None
+    for path in removed:
+        out.print(f"removed {path}", highlight=False)
+    out.print(f"{len(removed)} item(s) removed", highlight=False)
 
 
 @app.command("list")

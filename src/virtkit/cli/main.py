@@ -118,7 +118,15 @@ def run(
     memory: Annotated[int, typer.Option(help="Guest memory in MiB.")] = defaults.DEFAULT_MEMORY_MIB,
     vcpus: Annotated[int, typer.Option(help="Number of vCPUs.")] = defaults.DEFAULT_VCPUS,
     disk: Annotated[list[Path] | None, typer.Option(help="Attach a disk (raw or qcow2), repeatable.")] = None,
-    network: Annotated[str, typer.Option(help="none, or user (QEMU user-mode NAT, unprivileged).")] = "none",
+    network: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="none | user (QEMU user-mode NAT) | default | NAME | bridge=BR | direct=IFACE[,mode=M]; repeatable."
+        ),
+    ] = None,
+    publish: Annotated[
+        list[str] | None, typer.Option(help="HOSTPORT:GUESTPORT[/tcp|udp] on the first NIC's NAT network.")
+    ] = None,
     no_paravirt: Annotated[bool, typer.Option("--no-paravirt", help="Hide KVM's paravirtual CPUID leaves.")] = False,
     keep: Annotated[bool, typer.Option(help="Leave the guest running and attach its console.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the guest agent.")] = defaults.READY_TIMEOUT_S,
@@ -141,7 +149,8 @@ def run(
             memory=memory,
             vcpus=vcpus,
             disks=disk or [],
-            network=network,
+            networks=network or ["none"],
+            publish=publish or [],
             paravirt=not no_paravirt,
             keep=keep,
             timeout=timeout,
@@ -164,6 +173,9 @@ def _register_subapps() -> None:
     except ImportError:
         return
     app.add_typer(image_app, name="image", help="Build and list guest images.")
+    from virtkit.cli.net import register as register_net
+
+    register_net(app)
 
 
 _register_subapps()

@@ -6,8 +6,9 @@ import base64
 import contextlib
 import json
 import os
+import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +50,36 @@ def build_image_with_progress(name: str, err: Console) -> Any:
         progress.stop()
 
 
-def _nics(network: str) -> tuple[NicSpec, ...]:
-    if network == "none":
-        return ()
-    if network == "user":
-        return (NicSpec(kind="user"),)
-    raise ConfigError(
-        f"unknown --network {network!r}",
-        hint="use none or user here; virtual networks (default, bridge=, direct=) need `virtkit net-*`",
-    )
+@contextlib.contextmanager
+def _nics(vm: str, networks: Sequence[str], publish: Sequence[str], err: Console) -> Iterator[tuple[NicSpec, ...]]:
+    """NICs for ``vm``: QEMU user-mode (``user``) or virtkit networks; plugged-in TAPs go when the block ends."""
+    from virtkit.network.args import parse_network_arg, parse_publish
+
+    pubs = [parse_publish(p) for p in publish]
+    wanted = [n for n in networks if n != "none"]
+    if pubs and not wanted:
+        raise ConfigError("--publish needs a network", hint="add --network default (or --network user)")
+    nics: list[NicSpec] = []
+    manager = None
+    try:
+        for i, net in enumerate(wanted):
+            first = pubs if i == 0 else []
+            if net == "user":
+                fwd = tuple((p.proto, p.host_port, p.guest_port) for p in first)
+                nics.append(NicSpec(kind="user", forwards=fwd))
+                continue
+            arg = parse_network_arg(net)
+            if arg.note:
+                err.print(f"note: {arg.note}", highlight=False)
+            if manager is None:
+                from virtkit.network.manager import NetworkManager
+
+                manager = NetworkManager()
+            nics.append(manager.attach_nic(vm, i, arg, first))
+        yield tuple(nics)
+    finally:
+        if manager is not None:
+            manager.detach_vm(vm)
 
 
 def _disks(paths: Sequence[Path]) -> tuple[DiskSpec, ...]:
@@ -79,7 +101,8 @@ def run(
     memory: int,
     vcpus: int,
     disks: Sequence[Path],
-    network: str,
+    networks: Sequence[str],
+    publish: Sequence[str],
     paravirt: bool,
     keep: bool,
     timeout: float,
@@ -100,39 +123,45 @@ def run(
     else:
         img = build_image_with_progress(image, err)
         kernel_path, initrd_path, kernel_version = img.kernel, img.initrd, img.kernel_version
-    spec = spec_for(
-        kernel_path,
-        initrd_path,
-        cmdline=cmdline,
-        memory_mib=memory,
-        vcpus=vcpus,
-        disks=_disks(disks),
-        nics=_nics(network),
-        paravirt=paravirt,
-    )
+    name = f"run-{secrets.token_hex(3)}"
     technique = avail.technique.value if avail.technique else "?"
     results: list[tuple[tuple[str, ...], ExecResult]] = []
-    with contextlib.ExitStack() as stack:
-        status = err.status(f"booting {spec.name} on {eng.name}: {technique}")
-        status.start()
-        try:
-            shot = stack.enter_context(oneshot(eng, spec, ready_timeout=timeout, keep=keep))
-        finally:
-            status.stop()
-        agent = shot.machine.agent()
-        for argv in commands:
-            results.append((argv, agent.exec(argv, timeout=None)))
-        summary = {
-            "name": spec.name,
-            "engine": eng.name,
-            "technique": shot.machine.technique.value,
-            "boot_seconds": round(shot.boot_seconds, 3),
-            "kernel": str(kernel_path),
-            "kernel_version": kernel_version,
-        }
-        _print(results, summary, default=len(commands) > 1 or commands == [], json_out=json_out, out=out, err=err)
+    with contextlib.ExitStack() as nic_stack:
+        nic_specs = nic_stack.enter_context(_nics(name, networks, publish, err))
+        spec = spec_for(
+            kernel_path,
+            initrd_path,
+            name=name,
+            cmdline=cmdline,
+            memory_mib=memory,
+            vcpus=vcpus,
+            disks=_disks(disks),
+            nics=nic_specs,
+            paravirt=paravirt,
+        )
+        with contextlib.ExitStack() as stack:
+            status = err.status(f"booting {spec.name} on {eng.name}: {technique}")
+            status.start()
+            try:
+                shot = stack.enter_context(oneshot(eng, spec, ready_timeout=timeout, keep=keep))
+            finally:
+                status.stop()
+            agent = shot.machine.agent()
+            for argv in commands:
+                results.append((argv, agent.exec(argv, timeout=None)))
+            summary = {
+                "name": spec.name,
+                "engine": eng.name,
+                "technique": shot.machine.technique.value,
+                "boot_seconds": round(shot.boot_seconds, 3),
+                "kernel": str(kernel_path),
+                "kernel_version": kernel_version,
+            }
+            _print(results, summary, default=len(commands) > 1 or commands == [], json_out=json_out, out=out, err=err)
+            if keep:
+                _keep(shot.machine, err)
         if keep:
-            _keep(shot.machine, err)
+            nic_stack.pop_all()  # the machine keeps running, and keeps its TAPs
     return next((r.exitcode for _, r in results if r.exitcode != 0), 0)
 
 

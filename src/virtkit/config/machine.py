@@ -43,6 +43,9 @@ class NicSpec(_Frozen):
     kind: Literal["user", "tap", "macvtap"] = "user"
     mac: str | None = None
     ifname: str | None = None
+    # macvtap only: the character device to open (inside a network namespace there is no udev to make
+    # /dev/tapN, so the network layer makes its own node)
+    device: Path | None = None
     # user-mode only: host-port forwards as (proto, host_port, guest_port)
     forwards: tuple[tuple[Literal["tcp", "udp"], int, int], ...] = ()
 

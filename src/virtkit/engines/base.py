@@ -76,6 +76,9 @@ class Machine(Protocol):
 
     def agent(self) -> AgentClient: ...
 
+    def detach(self) -> None:
+        """Close this process's control connections and leave the machine running."""
+
     def wait_ready(self, timeout: float = ...) -> float:
         """Block until the guest agent answers; returns seconds waited. Raises GuestTimeout (with the
         console's last lines) if it does not, or if the machine stops first."""

@@ -114,7 +114,7 @@ class QemuEngine:
             f"logfile={workdir / 'console.log'},logappend=on",
             "-serial", "chardev:serial0",
             "-kernel", str(spec.boot.kernel),
-            "-append", spec.boot.cmdline,
+            "-append", _cmdline(spec),
             "-device", "virtio-rng-pci",
         ]  # fmt: skip
         if spec.boot.initrd:
@@ -153,8 +153,8 @@ class QemuEngine:
         for i, nic in enumerate(spec.nics):
             if nic.kind != "macvtap":
                 continue
-            ifindex = _ifindex_in(self.netns, str(nic.ifname))
-            fds[i] = os.open(f"/dev/tap{ifindex}", os.O_RDWR)
+            path = str(nic.device) if nic.device else f"/dev/tap{_ifindex_in(self.netns, str(nic.ifname))}"
+            fds[i] = os.open(path, os.O_RDWR)
         return fds
 
     def _check(self, spec: MachineSpec) -> None:
@@ -207,6 +207,13 @@ class QemuEngine:
             machine.destroy()
             raise
         return machine
+
+
+def _cmdline(spec: MachineSpec) -> str:
+    """The spec's command line, plus the machine's name as the guest hostname (the default image reads it)."""
+    if "virtkit.hostname=" in spec.boot.cmdline:
+        return spec.boot.cmdline
+    return f"{spec.boot.cmdline} virtkit.hostname={spec.name}"
 
 
 def _ifindex_in(netns: str | None, ifname: str) -> int:
@@ -276,13 +283,23 @@ class QemuMachine:
             if time.monotonic() > deadline:
                 raise EngineError(f"QEMU did not open its QMP socket within {timeout:g}s")
             time.sleep(0.02)
-        qmp = QmpChannel(sock, self.name)
-        try:
-            qmp.connect(timeout=max(1.0, deadline - time.monotonic()))
-        except EngineError:
-            qmp.close()
-            raise
-        self._qmp = qmp
+        while True:
+            # The socket file appears at bind(), a moment before QEMU listens: retry refusals.
+            qmp = QmpChannel(sock, self.name)
+            try:
+                qmp.connect(timeout=max(1.0, deadline - time.monotonic()))
+            except EngineError:
+                qmp.close()
+                if not self._alive():
+                    raise EngineError(
+                        f"QEMU exited at start: {self.stderr_tail()}", hint="see the error above"
+                    ) from None
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+                continue
+            self._qmp = qmp
+            return
 
     # -- facts -------------------------------------------------------------------------------
     @property
@@ -365,15 +382,36 @@ class QemuMachine:
         self._require_running()
         self._qmp_exec("cont")
 
-    def reboot(self) -> None:
-        """Reboot through the guest agent when it answers (clean), otherwise a hardware reset."""
+    def reboot(self, timeout: float = defaults.SHUTDOWN_TIMEOUT_S) -> None:
+        """Reboot through the guest agent (a clean reboot), or a hardware reset when the agent does not
+        answer or the guest ignores it. Returns once the machine has reset (QEMU's RESET event)."""
         self._require_running()
+        assert self._qmp is not None
+        mark = self._qmp.event_count()
         try:
             agent = self.agent()
             agent.sync(timeout=2.0)
             agent.shutdown("reboot")
         except Exception:
             self._qmp_exec("system_reset")
+        deadline = time.monotonic() + timeout
+        while not any(e.get("event") == "RESET" for e in self._qmp.events(mark)):
+            if time.monotonic() > deadline:
+                self._qmp_exec("system_reset")
+                break
+            time.sleep(0.05)
+        if self._agent is not None:
+            self._agent.close()  # the old guest's agent session is gone
+
+    def detach(self) -> None:
+        """Let go of the machine without stopping it (another process may then :meth:`attach`).
+        QEMU's QMP socket serves one client at a time, so the current holder must let go first."""
+        if self._agent is not None:
+            self._agent.close()
+            self._agent = None
+        if self._qmp is not None:
+            self._qmp.close()
+            self._qmp = None
 
     def shutdown(self, timeout: float = defaults.SHUTDOWN_TIMEOUT_S) -> None:
         if not self._alive():

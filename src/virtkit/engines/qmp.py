@@ -14,7 +14,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from qemu.qmp import QMPClient
+from qemu.qmp import EventListener, QMPClient
 from qemu.qmp.error import QMPError
 
 from virtkit.errors import EngineError
@@ -30,6 +30,12 @@ class QmpChannel:
         self._thread.start()
         self._client = QMPClient(name)
         self._closed = False
+        # Every event QEMU sends (SHUTDOWN, RESET, STOP, RESUME, ...), in order, for callers to poll.
+        self._events: list[dict[str, Any]] = []
+        self._events_lock = threading.Lock()
+        self._listener = EventListener()
+        self._client.register_listener(self._listener)
+        self._pump: asyncio.Task[None] | None = None
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
         if self._closed:
@@ -47,6 +53,30 @@ class QmpChannel:
 
     def connect(self, timeout: float = 10.0) -> None:
         self._run(self._client.connect(str(self.socket_path)), timeout)
+        self._run(self._start_pump(), timeout)
+
+    async def _start_pump(self) -> None:
+        self._pump = asyncio.get_running_loop().create_task(self._collect())
+
+    async def _stop_pump(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+
+    async def _collect(self) -> None:
+        async for event in self._listener:
+            with self._events_lock:
+                self._events.append(dict(event))
+
+    def events(self, since: int = 0) -> list[dict[str, Any]]:
+        """Events received so far, from index ``since`` on."""
+        with self._events_lock:
+            return list(self._events[since:])
+
+    def event_count(self) -> int:
+        with self._events_lock:
+            return len(self._events)
 
     def execute(self, command: str, arguments: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
         return self._run(self._client.execute(command, arguments), timeout)
@@ -56,6 +86,8 @@ class QmpChannel:
             return
         with contextlib.suppress(EngineError):
             self._run(self._client.disconnect(), 5.0)
+        with contextlib.suppress(EngineError):
+            self._run(self._stop_pump(), 5.0)
         self._closed = True
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)

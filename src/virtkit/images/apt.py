@@ -13,6 +13,7 @@ import os
 import pwd
 import subprocess
 import tempfile
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -35,22 +36,23 @@ class Package:
 
 class PackageNotFound(ImageError):
     def __init__(self, name: str) -> None:
-        super().__init__(f"package {name!r} not found",
-                         hint="check the name with apt-cache search; run apt-get update")
+        super().__init__(f"package {name!r} not found", hint="check the name with apt-cache search; run apt-get update")
         self.name = name
 
 
 def _run(argv: Sequence[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True, check=False,
-                              env={**os.environ, "LC_ALL": "C"})
+        return subprocess.run(
+            list(argv), cwd=cwd, capture_output=True, text=True, check=False, env={**os.environ, "LC_ALL": "C"}
+        )
     except FileNotFoundError as exc:
-        raise HostError(f"{argv[0]} not found: building images needs apt (a Debian host)",
-                        hint="run on Debian/Ubuntu, or copy a built image into the image cache") from exc
+        raise HostError(
+            f"{argv[0]} not found: building images needs apt (a Debian host)",
+            hint="run on Debian/Ubuntu, or copy a built image into the image cache",
+        ) from exc
 
 
-_DEPENDS_FLAGS = ("--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks", "--no-replaces",
-                  "--no-enhances")
+_DEPENDS_FLAGS = ("--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances")
 
 
 def _missing_name(stderr: str, names: Iterable[str]) -> str | None:
@@ -105,8 +107,8 @@ def print_uris(names: Sequence[str]) -> list[Package]:
 def apt_update() -> None:
     proc = _run(["apt-get", "update"])
     if proc.returncode != 0:
-        raise HostError(f"apt-get update failed: {proc.stderr.strip().splitlines()[-1:]}",
-                        hint="check the network and /etc/apt/sources.list")
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise HostError(f"apt-get update failed: {last}", hint="check the network and /etc/apt/sources.list")
 
 
 def lists_stamp() -> str:
@@ -160,33 +162,70 @@ def cached_deb(pkg: Package, deb_dir: Path) -> Path | None:
     return None
 
 
-def download(pkg: Package, deb_dir: Path) -> Path:
-    """Fetch *pkg* with ``apt-get download`` into *deb_dir* (atomically; verified against the lists)."""
-    if (hit := cached_deb(pkg, deb_dir)) is not None:
-        return hit
-    deb_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=deb_dir, prefix=".dl-") as tmp:
-        if os.geteuid() == 0:
-            # apt drops to _apt for downloads; give it the directory so it need not warn and run unsandboxed.
-            with contextlib.suppress(KeyError):
-                os.chown(tmp, pwd.getpwnam("_apt").pw_uid, -1)
-        proc = _run(["apt-get", "download", f"{pkg.name}={pkg.version}"], cwd=Path(tmp))
-        got = Path(tmp) / pkg.filename
-        if proc.returncode != 0 or not got.is_file():
-            err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise ImageError(f"downloading {pkg.name} {pkg.version} failed: {err}",
-                             hint="check the network and apt sources (apt-get update)")
-        if got.stat().st_size != pkg.size or sha256_file(got) != pkg.sha256:
-            raise ImageError(f"downloaded {pkg.filename} does not match the SHA256 in apt's lists",
-                             hint="run apt-get update and build again")
-        os.chmod(got, 0o644)
-        got.replace(deb_dir / pkg.filename)
-    return deb_dir / pkg.filename
+def download(pkgs: Sequence[Package], deb_dir: Path, on_bytes: Callable[[int], None] | None = None) -> list[Path]:
+    """Fetch *pkgs* with ``apt-get download`` into *deb_dir*, verified against the lists; cached ones are kept.
+
+    One apt-get call for all of them: each start of apt reads all its lists (over a second here).
+    ``on_bytes`` is told how many bytes of the missing packages have arrived so far.
+    """
+    missing = [p for p in pkgs if cached_deb(p, deb_dir) is None]
+    if missing:
+        deb_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=deb_dir, prefix=".dl-") as tmp:
+            _fetch(missing, Path(tmp), on_bytes)
+            for pkg in missing:
+                got = Path(tmp) / pkg.filename
+                if got.stat().st_size != pkg.size or sha256_file(got) != pkg.sha256:
+                    raise ImageError(
+                        f"downloaded {pkg.filename} does not match the SHA256 in apt's lists",
+                        hint="run apt-get update and build again",
+                    )
+                os.chmod(got, 0o644)
+                got.replace(deb_dir / pkg.filename)
+    return [deb_dir / p.filename for p in pkgs]
+
+
+def _fetch(pkgs: Sequence[Package], tmp: Path, on_bytes: Callable[[int], None] | None) -> None:
+    if os.geteuid() == 0:
+        # apt drops to _apt for downloads; give it the directory so it need not warn and run unsandboxed.
+        with contextlib.suppress(KeyError):
+            os.chown(tmp, pwd.getpwnam("_apt").pw_uid, -1)
+    argv = ["apt-get", "download", *(f"{p.name}={p.version}" for p in pkgs)]
+    with open(tmp / ".stderr", "w+") as err:
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=tmp,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env={**os.environ, "LC_ALL": "C"},
+            )
+        except FileNotFoundError as exc:
+            raise HostError("apt-get not found: building images needs apt (a Debian host)") from exc
+        try:
+            while proc.poll() is None:
+                if on_bytes is not None:
+                    on_bytes(sum(f.stat().st_size for f in tmp.glob("*.deb") if f.is_file()))
+                time.sleep(0.2)
+        finally:
+            if proc.poll() is None:  # interrupted: stop apt before the directory goes away
+                proc.kill()
+                proc.wait()
+        err.seek(0)
+        lines = err.read().strip().splitlines()
+    absent = [p for p in pkgs if not (tmp / p.filename).is_file()]
+    if proc.returncode != 0 or absent:
+        what = absent[0].name if absent else pkgs[0].name
+        raise ImageError(
+            f"downloading {what} failed: {(lines or ['no output'])[-1]}",
+            hint="check the network and apt sources (apt-get update)",
+        )
 
 
 def unpack(deb: Path, dest: Path) -> None:
     proc = _run(["dpkg-deb", "-x", str(deb), str(dest)])
     if proc.returncode != 0:
-        raise ImageError(f"unpacking {deb.name} failed: {proc.stderr.strip()}",
-                         hint=f"delete {deb} so that it is downloaded again")
-
+        raise ImageError(
+            f"unpacking {deb.name} failed: {proc.stderr.strip()}", hint=f"delete {deb} so that it is downloaded again"
+        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -12,12 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from virtkit.config.defaults import image_dir
-from virtkit.errors import ImageError
+from virtkit.errors import HostError, ImageError
 from virtkit.images import apt, cpio, elfdeps, kmod, store, tiny
 from virtkit.images.store import Image
 
 # Bump when the build itself changes in a way that changes the output for the same inputs.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 KNOWN_IMAGES: tuple[str, ...] = ("tiny",)
 DEFAULT_KERNEL_PACKAGE = "linux-image-cloud-amd64"
 
@@ -54,17 +53,21 @@ def resolve(kernel_package: str, progress: Progress | None = None) -> list[apt.P
         _report(progress, "resolving packages", 0.0)
         try:
             return _resolve_uncached(kernel_package)
-        except ImageError:
+        except ImageError as first:
             if not _may_update_apt():
                 raise
-            apt.apt_update()
+            try:
+                apt.apt_update()
+            except HostError as exc:  # offline: say both what was missing and why apt could not help
+                raise HostError(f"{first.message}; {exc.message}", hint=first.hint) from first
             return _resolve_uncached(kernel_package)
 
     return apt.memoised(memo, f"{kernel_package}|{BUILDER_VERSION}", compute)
 
 
-def digest_of(name: str, packages: list[apt.Package], guest_files: dict[str, bytes],
-              modules: tuple[str, ...] = tiny.MODULES) -> str:
+def digest_of(
+    name: str, packages: list[apt.Package], guest_files: dict[str, bytes], modules: tuple[str, ...] = tiny.MODULES
+) -> str:
     """SHA256 over every input: builder version, image name, exact packages, guest files, module list."""
     h = hashlib.sha256()
     h.update(f"virtkit-image/{BUILDER_VERSION}\n{name}\n".encode())
@@ -81,19 +84,27 @@ def _report(progress: Progress | None, stage: str, fraction: float) -> None:
         progress(stage, min(1.0, max(0.0, fraction)))
 
 
-def _build_into(out: Path, work: Path, name: str, packages: list[apt.Package], digest: str,
-                progress: Progress | None) -> None:
+def _build_into(
+    out: Path,
+    work: Path,
+    name: str,
+    packages: list[apt.Package],
+    digest: str,
+    progress: Progress | None,
+    *,
+    kernel_package: str,
+) -> None:
     debs = image_dir() / "debs"
     total = sum(p.size for p in packages) or 1
+    missing = sum(p.size for p in packages if apt.cached_deb(p, debs) is None) or 1
+    _report(progress, "downloading packages", 0.05)
+    apt.download(packages, debs, on_bytes=lambda n: _report(progress, "downloading packages", 0.05 + 0.4 * n / missing))
+    root = work / "root"
     done = 0
     for pkg in packages:
-        _report(progress, f"downloading {pkg.name}", 0.05 + 0.45 * done / total)
-        apt.download(pkg, debs)
-        done += pkg.size
-    root = work / "root"
-    for i, pkg in enumerate(packages):
-        _report(progress, f"unpacking {pkg.name}", 0.5 + 0.2 * i / len(packages))
+        _report(progress, f"unpacking {pkg.name}", 0.45 + 0.25 * done / total)
         apt.unpack(debs / pkg.filename, root)
+        done += pkg.size
 
     _report(progress, "resolving modules and libraries", 0.7)
     vmlinuz, version = tiny.find_kernel(root)
@@ -105,24 +116,41 @@ def _build_into(out: Path, work: Path, name: str, packages: list[apt.Package], d
     libraries = elfdeps.closure([agent], root, tiny.LIBDIRS)
 
     _report(progress, "packing initramfs", 0.75)
-    cpio.write(tiny.entries(root, version, modules, libraries), out / store.INITRD)
+    cpio.write(
+        list(tiny.entries(root, version, modules, libraries)),
+        out / store.INITRD,
+        on_progress=lambda f: _report(progress, "packing initramfs", 0.75 + 0.23 * f),
+    )
     shutil.copyfile(vmlinuz, out / store.KERNEL)
     inputs: dict[str, object] = {
         "builder": BUILDER_VERSION,
+        "kernel_package": kernel_package,
         "packages": {p.name: p.version for p in packages},
+        "debs": sorted(p.filename for p in packages),
         "modules": [m.name for m in modules],
         "libraries": sorted(lib.soname for lib in libraries),
     }
-    store.write_manifest(out, name=name, digest=digest, kernel_version=version, built_at=time.time(),
-                         inputs=inputs)
+    store.write_manifest(out, name=name, digest=digest, kernel_version=version, built_at=time.time(), inputs=inputs)
 
 
-def build_image(name: str = "tiny", *, kernel_package: str = DEFAULT_KERNEL_PACKAGE, force: bool = False,
-                progress: Progress | None = None) -> Image:
+def build_image(
+    name: str = "tiny",
+    *,
+    kernel_package: str = DEFAULT_KERNEL_PACKAGE,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> Image:
     """The image *name* from the cache, built first if it is missing, stale, corrupt or *force* is set."""
     _check_name(name)
     # Progress is reported only for real work, so that a cache hit shows no progress bar at all.
-    packages = resolve(kernel_package, progress)
+    try:
+        packages = resolve(kernel_package, progress)
+    except HostError:
+        # No apt here, or apt-get update failed (offline): a valid image built earlier from the same
+        # kernel package still boots; its inputs just cannot be re-checked.
+        if not force and (img := _newest_cached(name, kernel_package)) is not None:
+            return img
+        raise
     digest = digest_of(name, packages, tiny.guest_files())
     root = image_dir()
     final = store.entry_dir(root, name, digest)
@@ -136,14 +164,55 @@ def build_image(name: str = "tiny", *, kernel_package: str = DEFAULT_KERNEL_PACK
         with tempfile.TemporaryDirectory(dir=root, prefix=".build-") as tmp:
             out = Path(tmp) / "out"
             out.mkdir()
-            _build_into(out, Path(tmp), name, packages, digest, progress)
+            _build_into(out, Path(tmp), name, packages, digest, progress, kernel_package=kernel_package)
             store.publish(out, final)
     img = store.load(final)
     if img is None:
-        raise ImageError(f"image {name} at {final} failed verification right after building",
-                         hint=f"check free space in {root}")
+        raise ImageError(
+            f"image {name} at {final} failed verification right after building", hint=f"check free space in {root}"
+        )
     _report(progress, "done", 1.0)
     return img
+
+
+def _newest_cached(name: str, kernel_package: str) -> Image | None:
+    for img in store.list_images(image_dir()):  # newest first per name
+        if img.name == name and store.load_inputs(img.kernel.parent).get("kernel_package") == kernel_package:
+            return img
+    return None
+
+
+def prune_images(keep: int = 1) -> list[Path]:
+    """Delete what the cache no longer needs; returns what was removed.
+
+    Kept: the newest *keep* valid entries per image name, and the .debs those entries were built from.
+    Removed: older entries, entries that fail verification, leftovers of killed builds, other .debs.
+    """
+    root = image_dir()
+    removed: list[Path] = []
+    with store.locked(root):
+        store.clean_stale(root)
+        kept: dict[str, int] = {}
+        needed_debs: set[str] | None = set()
+        valid = {img.kernel.parent: img for img in store.list_images(root)}
+        for d in sorted(store.entries(root), key=lambda d: -(valid[d].built_at if d in valid else 0.0)):
+            img = valid.get(d)
+            if img is not None and kept.get(img.name, 0) < keep:
+                kept[img.name] = kept.get(img.name, 0) + 1
+                debs = store.load_inputs(d).get("debs")
+                if isinstance(debs, list) and needed_debs is not None:
+                    needed_debs.update(str(x) for x in debs)
+                else:
+                    needed_debs = None  # an entry from before debs were recorded: keep every .deb
+                continue
+            store.discard(d)
+            removed.append(d)
+        if needed_debs is not None:
+            for deb in sorted((root / "debs").glob("*.deb")):
+                if deb.name not in needed_debs:
+                    deb.unlink()
+                    removed.append(deb)
+    return removed
 
 
 def list_images() -> list[Image]:
@@ -162,9 +231,3 @@ def describe(img: Image) -> dict[str, object]:
         "size_bytes": img.size_bytes,
         "built_at": img.built_at,
     }
-
-
-def manifest_inputs(img: Image) -> dict[str, object]:
-    data = json.loads((img.kernel.parent / store.MANIFEST).read_text())
-    inputs = data.get("inputs", {})
-    return inputs if isinstance(inputs, dict) else {}

@@ -31,8 +31,9 @@ def elf_info(path: Path) -> ElfInfo:
             needed: list[str] = []
             for section in elf.iter_sections():
                 if isinstance(section, DynamicSection):
-                    needed += [str(t.needed) for t in section.iter_tags()  # type: ignore[attr-defined]
-                               if t.entry.d_tag == "DT_NEEDED"]
+                    needed += [
+                        str(getattr(t, "needed", "")) for t in section.iter_tags() if t.entry.d_tag == "DT_NEEDED"
+                    ]
             return ElfInfo(interp, tuple(needed))
     except (ELFError, OSError) as exc:
         raise ImageError(f"cannot read ELF file {path}: {exc}") from exc
@@ -81,6 +82,8 @@ def closure(binaries: Iterable[Path], root: Path, libdirs: Sequence[str]) -> lis
                     queue.append((candidate, soname))
                     break
             else:
-                raise ImageError(f"shared library {soname} (needed by {who}) not in the unpacked packages",
-                                 hint="the package that ships it is missing from the image's package list")
+                raise ImageError(
+                    f"shared library {soname} (needed by {who}) not in the unpacked packages",
+                    hint="the package that ships it is missing from the image's package list",
+                )
     return list(found.values())

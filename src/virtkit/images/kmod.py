@@ -99,8 +99,7 @@ def builtin_modules(moddir: Path) -> frozenset[str]:
         return frozenset()
 
 
-def load_order(graph: Mapping[str, Module], wanted: Iterable[str],
-               builtin: Collection[str] = ()) -> list[Module]:
+def load_order(graph: Mapping[str, Module], wanted: Iterable[str], builtin: Collection[str] = ()) -> list[Module]:
     """The wanted modules plus everything they depend on, each after its dependencies.
 
     Built-in modules are skipped: another kernel may compile in what this one ships as a module.
@@ -116,8 +115,10 @@ def load_order(graph: Mapping[str, Module], wanted: Iterable[str],
             raise ImageError(f"module dependency cycle: {' -> '.join((*chain, name))}")
         if name not in graph:
             via = f" (needed by {chain[-1]})" if chain else ""
-            raise ImageError(f"kernel module {name!r} not found{via}",
-                             hint="this kernel lacks it or builds it in; pick another kernel package")
+            raise ImageError(
+                f"kernel module {name!r} not found{via}",
+                hint="this kernel lacks it or builds it in; pick another kernel package",
+            )
         visiting.add(name)
         mod = graph[name]
         for dep in mod.depends:

@@ -42,8 +42,9 @@ def artifact_record(path: Path) -> dict[str, object]:
     return {"size": path.stat().st_size, "sha256": sha256_file(path)}
 
 
-def write_manifest(directory: Path, *, name: str, digest: str, kernel_version: str, built_at: float,
-                   inputs: dict[str, object]) -> None:
+def write_manifest(
+    directory: Path, *, name: str, digest: str, kernel_version: str, built_at: float, inputs: dict[str, object]
+) -> None:
     manifest = {
         "name": name,
         "digest": digest,
@@ -84,11 +85,19 @@ def load(directory: Path, *, deep: bool = True) -> Image | None:
         return None
 
 
+def load_inputs(directory: Path) -> dict[str, object]:
+    """The recorded build inputs of an entry ({} when unreadable)."""
+    try:
+        inputs = json.loads((directory / MANIFEST).read_text()).get("inputs", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return inputs if isinstance(inputs, dict) else {}
+
+
 def entries(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and
-                  (p / MANIFEST).exists())
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).exists())
 
 
 def list_images(root: Path) -> list[Image]:
@@ -109,7 +118,7 @@ def discard(directory: Path) -> None:
 
 def clean_stale(root: Path) -> None:
     """Remove leftovers of builds killed before they could clean up (call with the lock held)."""
-    for p in root.glob(".build-*"):
+    for p in [*root.glob(".build-*"), *root.glob("debs/.dl-*")]:
         shutil.rmtree(p, ignore_errors=True)
 
 

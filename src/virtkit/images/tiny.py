@@ -17,8 +17,7 @@ BUSYBOX_PACKAGE = "busybox-static"
 AGENT_BINARY = "usr/sbin/qemu-ga"
 # virtio over PCI (QEMU) and MMIO (small VMMs), the devices virtkit attaches, and the ACPI power button
 # with the evdev node busybox acpid listens on.
-MODULES = ("virtio_pci", "virtio_mmio", "virtio_console", "virtio_blk", "virtio_net", "virtio_rng",
-           "button", "evdev")
+MODULES = ("virtio_pci", "virtio_mmio", "virtio_console", "virtio_blk", "virtio_net", "virtio_rng", "button", "evdev")
 LIBDIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "lib", "usr/lib")
 GUEST_LIBDIR = "lib/x86_64-linux-gnu"
 
@@ -27,6 +26,7 @@ GUEST_FILES = {
     "init": ("init", 0o755),
     "inittab": ("etc/inittab", 0o644),
     "virtkit-agent": ("sbin/virtkit-agent", 0o755),
+    "console": ("sbin/virtkit-console", 0o755),
     "shutdown": ("sbin/shutdown", 0o755),
     "power-button": ("etc/acpi/PWRF/00000080", 0o755),
     "udhcpc.script": ("usr/share/udhcpc/default.script", 0o755),
@@ -45,8 +45,10 @@ def find_kernel(root: Path) -> tuple[Path, str]:
     """The bzImage in an unpacked kernel package and its version (``boot/vmlinuz-<version>``)."""
     kernels = sorted((root / "boot").glob("vmlinuz-*"))
     if len(kernels) != 1:
-        raise ImageError(f"expected one boot/vmlinuz-* in the kernel package, found {len(kernels)}",
-                         hint="set --kernel-package to a Debian linux-image package")
+        raise ImageError(
+            f"expected one boot/vmlinuz-* in the kernel package, found {len(kernels)}",
+            hint="set --kernel-package to a Debian linux-image package",
+        )
     version = kernels[0].name.removeprefix("vmlinuz-")
     if not (root / "lib" / "modules" / version).is_dir():
         raise ImageError(f"kernel {version} has no lib/modules/{version} in its package")
@@ -58,8 +60,10 @@ def busybox_applets(busybox: Path) -> list[str]:
     try:
         out = subprocess.run([str(busybox), "--list-full"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
-        raise ImageError(f"cannot list busybox applets with {busybox}: {exc}",
-                         hint="build on an x86-64 host (the image's busybox runs on it)") from exc
+        raise ImageError(
+            f"cannot list busybox applets with {busybox}: {exc}",
+            hint="build on an x86-64 host (the image's busybox runs on it)",
+        ) from exc
     return [line.strip() for line in out.splitlines() if line.strip() and "/" in line]
 
 
@@ -68,8 +72,9 @@ def _file(path: str, src: Path) -> Entry:
     return Entry.file(path, src.read_bytes(), 0o755 if mode & stat.S_IXUSR else 0o644)
 
 
-def entries(root: Path, kernel_version: str, modules: list[kmod.Module],
-            libraries: list[elfdeps.Library]) -> Iterator[Entry]:
+def entries(
+    root: Path, kernel_version: str, modules: list[kmod.Module], libraries: list[elfdeps.Library]
+) -> Iterator[Entry]:
     """Everything in the initramfs, from the unpacked packages under *root* and the guest files."""
     for d in ("proc", "sys", "dev", "run", "tmp", "root", "etc", "var", "mnt"):
         yield Entry.directory(d, 0o1777 if d == "tmp" else (0o700 if d == "root" else 0o755))

@@ -21,8 +21,7 @@ ENTRIES = [
 def test_parents_are_added_and_names_sorted(tmp_path: Path) -> None:
     out = tmp_path / "i.cpio.gz"
     cpio.write(ENTRIES, out)
-    assert cpio.read_names(out) == ["bin", "bin/sh", "dev", "dev/console", "etc", "etc/deep", "etc/deep/file",
-                                    "init"]
+    assert cpio.read_names(out) == ["bin", "bin/sh", "dev", "dev/console", "etc", "etc/deep", "etc/deep/file", "init"]
 
 
 def test_reproducible(tmp_path: Path) -> None:
@@ -35,8 +34,9 @@ def test_reproducible(tmp_path: Path) -> None:
 def test_cpio_tool_reads_it(tmp_path: Path) -> None:
     out = tmp_path / "i.cpio.gz"
     cpio.write(ENTRIES, out)
-    listing = subprocess.run(f"zcat {out} | cpio -itv --quiet", shell=True, check=True, capture_output=True,
-                             text=True).stdout
+    listing = subprocess.run(
+        f"zcat {out} | cpio -itv --quiet", shell=True, check=True, capture_output=True, text=True
+    ).stdout
     lines = {line.split()[-1] if "->" not in line else line.split()[-3]: line for line in listing.splitlines()}
     assert lines["init"].startswith("-rwxr-xr-x")
     assert lines["dev/console"].startswith("crw-------")
@@ -44,8 +44,9 @@ def test_cpio_tool_reads_it(tmp_path: Path) -> None:
     assert lines["bin/sh"].startswith("lrwxrwxrwx") and lines["bin/sh"].endswith("-> busybox")
     dest = tmp_path / "x"
     dest.mkdir()
-    subprocess.run(f"zcat {out} | cpio -id --quiet --no-absolute-filenames 'init' 'etc/*'", shell=True,
-                   check=True, cwd=dest)
+    subprocess.run(
+        f"zcat {out} | cpio -id --quiet --no-absolute-filenames 'init' 'etc/*'", shell=True, check=True, cwd=dest
+    )
     assert (dest / "init").read_bytes() == b"#!/bin/sh\necho hi\n"
     assert stat.S_IMODE((dest / "init").stat().st_mode) == 0o755
     assert (dest / "etc/deep/file").read_bytes() == b"xxxxx"

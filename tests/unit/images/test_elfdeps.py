@@ -34,13 +34,21 @@ def tree(tmp_path: Path) -> Path:
     src = tmp_path / "src"
     src.mkdir()
     (src / "b.c").write_text("int b(void) { return 2; }\n")
-    (src / "a.c").write_text("#include <stdio.h>\nint b(void);\nint a(void) { puts(\"a\"); return b(); }\n")
+    (src / "a.c").write_text('#include <stdio.h>\nint b(void);\nint a(void) { puts("a"); return b(); }\n')
     (src / "p.c").write_text("int a(void);\nint main(void) { return a(); }\n")
     # libb lives in usr/lib and is found through a soname symlink, as in the real packages.
     _gcc("-shared", "-fPIC", "-Wl,-soname,libb.so.1", "-o", str(usrlib / "libb.so.1.0.0"), str(src / "b.c"))
     (usrlib / "libb.so.1").symlink_to("libb.so.1.0.0")
-    _gcc("-shared", "-fPIC", "-Wl,-soname,liba.so.1", "-o", str(lib / "liba.so.1"), str(src / "a.c"),
-         f"-L{usrlib}", "-l:libb.so.1")
+    _gcc(
+        "-shared",
+        "-fPIC",
+        "-Wl,-soname,liba.so.1",
+        "-o",
+        str(lib / "liba.so.1"),
+        str(src / "a.c"),
+        f"-L{usrlib}",
+        "-l:libb.so.1",
+    )
     root.joinpath("usr/bin").mkdir(parents=True)
     _gcc("-o", str(root / "usr/bin/prog"), str(src / "p.c"), f"-L{lib}", "-l:liba.so.1", f"-Wl,-rpath-link,{usrlib}")
     for name in ("libc.so.6", "ld-linux-x86-64.so.2"):
@@ -60,8 +68,7 @@ def test_elf_info(tree: Path) -> None:
 
 def test_closure_is_transitive_and_includes_the_interpreter(tree: Path) -> None:
     libs = {lib.soname: lib.source for lib in elfdeps.closure([tree / "usr/bin/prog"], tree, LIBDIRS)}
-    assert set(libs) == {"liba.so.1", "libb.so.1", "libc.so.6", "ld-linux-x86-64.so.2",
-                         "/lib64/ld-linux-x86-64.so.2"}
+    assert set(libs) == {"liba.so.1", "libb.so.1", "libc.so.6", "ld-linux-x86-64.so.2", "/lib64/ld-linux-x86-64.so.2"}
     assert libs["libb.so.1"] == tree / "usr/lib/x86_64-linux-gnu/libb.so.1.0.0"  # symlink resolved
     assert libs["/lib64/ld-linux-x86-64.so.2"] == tree / "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
     for src in libs.values():

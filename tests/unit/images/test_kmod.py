@@ -11,21 +11,26 @@ from virtkit.images import kmod
 
 # The shape of the Debian cloud kernel's virtio modules, as depmod would write it.
 _V = "kernel/drivers/virtio/"
-MODULES_DEP = "\n".join([
-    f"{_V}virtio_ring.ko:",
-    f"{_V}virtio.ko: {_V}virtio_ring.ko",
-    f"{_V}virtio_pci_legacy_dev.ko:",
-    f"{_V}virtio_pci_modern_dev.ko:",
-    f"{_V}virtio_pci.ko: {_V}virtio_ring.ko {_V}virtio_pci_modern_dev.ko {_V}virtio_pci_legacy_dev.ko "
-    f"{_V}virtio.ko",
-    f"kernel/drivers/char/virtio_console.ko: {_V}virtio.ko {_V}virtio_ring.ko",
-    "kernel/net/core/failover.ko:",
-    "kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko",
-    f"kernel/drivers/net/virtio_net.ko: {_V}virtio_ring.ko {_V}virtio.ko kernel/drivers/net/net_failover.ko",
-    f"kernel/drivers/char/hw_random/virtio-rng.ko: {_V}virtio.ko {_V}virtio_ring.ko",
-    "",
-    "kernel/drivers/acpi/button.ko:",
-]) + "\n"
+MODULES_DEP = (
+    "\n".join(
+        [
+            f"{_V}virtio_ring.ko:",
+            f"{_V}virtio.ko: {_V}virtio_ring.ko",
+            f"{_V}virtio_pci_legacy_dev.ko:",
+            f"{_V}virtio_pci_modern_dev.ko:",
+            f"{_V}virtio_pci.ko: {_V}virtio_ring.ko {_V}virtio_pci_modern_dev.ko {_V}virtio_pci_legacy_dev.ko "
+            f"{_V}virtio.ko",
+            f"kernel/drivers/char/virtio_console.ko: {_V}virtio.ko {_V}virtio_ring.ko",
+            "kernel/net/core/failover.ko:",
+            "kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko",
+            f"kernel/drivers/net/virtio_net.ko: {_V}virtio_ring.ko {_V}virtio.ko kernel/drivers/net/net_failover.ko",
+            f"kernel/drivers/char/hw_random/virtio-rng.ko: {_V}virtio.ko {_V}virtio_ring.ko",
+            "",
+            "kernel/drivers/acpi/button.ko:",
+        ]
+    )
+    + "\n"
+)
 
 
 def _assert_deps_first(order: list[kmod.Module]) -> None:
@@ -41,8 +46,18 @@ def test_modules_dep_order() -> None:
     names = [m.name for m in order]
     _assert_deps_first(order)
     assert names[:5] == ["virtio_ring", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio", "virtio_pci"]
-    assert set(names) == {"virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev",
-                          "virtio_pci", "virtio_console", "failover", "net_failover", "virtio_net", "virtio_rng"}
+    assert set(names) == {
+        "virtio_ring",
+        "virtio",
+        "virtio_pci_legacy_dev",
+        "virtio_pci_modern_dev",
+        "virtio_pci",
+        "virtio_console",
+        "failover",
+        "net_failover",
+        "virtio_net",
+        "virtio_rng",
+    }
     assert len(names) == len(set(names))  # each once, however many need it
     assert graph["virtio_rng"].path == "kernel/drivers/char/hw_random/virtio-rng.ko"  # dash kept in the file
 
@@ -81,10 +96,12 @@ def _fake_module(path: Path, modinfo: str) -> None:
     """An ELF object with a .modinfo section, as the kernel build leaves in every .ko."""
     path.parent.mkdir(parents=True, exist_ok=True)
     src = path.with_suffix(".c")
-    src.write_text("".join(
-        f'__attribute__((section(".modinfo"), used)) static const char m{i}[] = "{item}";\n'
-        for i, item in enumerate(modinfo.split("\0"))
-    ))
+    src.write_text(
+        "".join(
+            f'__attribute__((section(".modinfo"), used)) static const char m{i}[] = "{item}";\n'
+            for i, item in enumerate(modinfo.split("\0"))
+        )
+    )
     subprocess.run(["gcc", "-c", "-o", str(path), str(src)], check=True)
     src.unlink()
 

@@ -1,0 +1,45 @@
+"""The net-* commands as a user runs them, inside the test's "host" namespace (``ip netns exec``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.network.conftest import SRC, Namespaces, build_world
+
+pytestmark = pytest.mark.network
+APP = "import typer; from virtkit.cli import net; app = typer.Typer(); net.register(app); app()"
+
+
+def test_cli_start_list_info_leases_stop(nss: Namespaces, tmp_path: Path) -> None:
+    w = build_world(nss, tmp_path)
+    before = nss.snapshot(w.host)
+    env = {**os.environ, "PYTHONPATH": str(SRC), "VIRTKIT_HOME": str(w.state_dir), "COLUMNS": "200"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", w.host, sys.executable, "-c", APP, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert json.loads(cli("net-list", "--json").stdout) == []
+    r = cli("net-start", "default")
+    assert r.returncode == 0 and "Network default started" in r.stdout
+    listed = json.loads(cli("net-list", "--json").stdout)
+    assert [(n["name"], n["state"], n["bridge"]) for n in listed] == [("default", "active", "virbr0")]
+    info = cli("net-info", "default").stdout
+    assert "State:       active" in info and "192.168.122.1/24" in info
+    assert json.loads(cli("net-dhcp-leases", "default", "--json").stdout) == []
+    assert cli("net-start", "default").returncode == 0  # idempotent
+    assert cli("net-stop", "default").returncode == 0
+    assert cli("net-stop", "default").returncode == 0
+    assert json.loads(cli("net-list", "--all", "--json").stdout)[0]["state"] == "inactive"
+    assert nss.snapshot(w.host) == before

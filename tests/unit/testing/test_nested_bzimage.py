@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import gzip
+import lzma
+import struct
+
+import pytest
+
+from virtkit.errors import ImageError
+from virtkit.testing import bzimage
+
+ELF = b"\x7fELF" + bytes(range(60))
+
+
+def fake_bzimage(compressed: bytes, setup_sects: int = 3) -> bytes:
+    """A boot sector + setup (setup_sects * 512) then protected-mode code holding the payload at an offset."""
+    setup = bytearray((setup_sects + 1) * 512)
+    setup[0x1F1] = setup_sects
+    setup[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", setup, 0x206, 0x20F)
+    payload = compressed + struct.pack("<I", len(ELF))  # the build appends the decompressed size
+    struct.pack_into("<II", setup, 0x248, 0x40, len(payload))
+    return bytes(setup) + b"\x90" * 0x40 + payload + b"\0" * 100
+
+
+@pytest.mark.parametrize("compress", [lzma.compress, gzip.compress], ids=["xz", "gzip"])
+def test_vmlinux_is_unwrapped(compress: object) -> None:
+    assert callable(compress)
+    assert bzimage.vmlinux(fake_bzimage(compress(ELF))) == ELF
+
+
+def test_payload_is_located_by_the_boot_header() -> None:
+    bz = fake_bzimage(b"PAYLOAD", setup_sects=5)
+    assert bzimage.payload(bz) == b"PAYLOAD" + struct.pack("<I", len(ELF))
+
+
+def test_not_a_bzimage() -> None:
+    with pytest.raises(ImageError, match="not a bzImage"):
+        bzimage.vmlinux(ELF * 20)
+
+
+def test_unknown_compression_is_named() -> None:
+    with pytest.raises(ImageError, match="unknown bzImage payload compression"):
+        bzimage.vmlinux(fake_bzimage(b"\x12\x34\x56\x78junk"))
