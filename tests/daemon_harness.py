@@ -20,6 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 FAKE = {
     "VIRTKIT_ENGINE_FACTORY": "virtkit.daemon.fake_engine:FakeEngine",
     "VIRTKIT_IMAGE_FACTORY": "virtkit.daemon.fake_engine:fake_image",
+    "VIRTKIT_NO_NETWORKS": "1",
 }
 
 
@@ -32,8 +33,10 @@ class Daemon:
         self.socket = home / "virtkitd.sock"
         self.tcp = tcp
         self.cgroup_parent = f"virtkit-test-{uuid.uuid4().hex[:8]}"
+        # VIRTKIT_NO_NETWORKS: a test daemon runs in the root namespace, so it must not start the autostart
+        # "default" network (a bridge and nftables NAT on the host)
         self.env = {**os.environ, "VIRTKIT_HOME": str(home), "VIRTKIT_CGROUP_PARENT": self.cgroup_parent,
-                    "PYTHONPATH": str(SRC), **(env or {})}
+                    "PYTHONPATH": str(SRC), "VIRTKIT_NO_NETWORKS": "1", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *extra: str) -> None:

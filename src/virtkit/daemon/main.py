@@ -102,6 +102,8 @@ def parser() -> argparse.ArgumentParser:
                          "default <home>/api-token when --tcp is given)")
     ap.add_argument("--no-autostart", action="store_true", help="do not start autostart domains")
     ap.add_argument("--no-cgroups", action="store_true", help="do not put VMs in cgroups")
+    ap.add_argument("--no-networks", action="store_true",
+                    help="leave host networks alone: no autostart of networks, only 'user' NICs")
     ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return ap
 
@@ -139,7 +141,8 @@ async def serve(args: argparse.Namespace) -> None:
     lock.write(str(os.getpid()))
     lock.flush()
 
-    service = Service(home, use_cgroups=False if args.no_cgroups else None)
+    service = Service(home, use_cgroups=False if args.no_cgroups else None,
+                      use_networks=False if args.no_networks else None)
     service.recover(autostart=not args.no_autostart)
     token = None
     sock_path: Path = args.socket or (home / "virtkitd.sock")

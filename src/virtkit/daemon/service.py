@@ -87,7 +87,8 @@ def _network_manager() -> Any:
 
 
 class Service:
-    def __init__(self, home: Path, engine_factory: str | None = None, use_cgroups: bool | None = None) -> None:
+    def __init__(self, home: Path, engine_factory: str | None = None, use_cgroups: bool | None = None,
+                 use_networks: bool | None = None) -> None:
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
         self.vms_dir = home / "vms"
@@ -102,7 +103,10 @@ class Service:
         self._define_lock = threading.Lock()
         self.handles: dict[str, Handle] = {}
         self._nm: Any = None
-        self._nm_loaded = False
+        # The network layer manages host bridges and firewall tables: off with --no-networks (tests do that).
+        if use_networks is None:
+            use_networks = os.environ.get("VIRTKIT_NO_NETWORKS", "") not in ("1", "true", "yes")
+        self._nm_loaded = not use_networks
 
     # -- helpers
     def lock(self, name: str) -> threading.RLock:

@@ -313,3 +313,15 @@ def test_sigterm_stops_the_daemon_cleanly_and_leaves_the_vms(daemon: Daemon) -> 
     assert pid and Path(f"/proc/{pid}").exists()
     daemon.start()
     assert daemon.client().info("keep-running").engine_pid == pid
+
+
+def test_without_the_network_layer_networks_are_a_clear_4xx(daemon: Daemon) -> None:
+    h = raw(daemon)
+    assert h.get("/v1/networks").json() == []
+    r = h.post("/v1/networks/default/start")
+    assert r.status_code == 400 and "no network layer" in r.json()["error"]
+    r = h.post("/v1/domains", json={"name": "n1", "image": "tiny", "nics": ["default"]})
+    assert r.status_code == 201
+    r = h.post("/v1/domains/n1/start")
+    assert r.status_code == 400 and "nics.0" in r.json()["error"] and r.json()["hint"]
+    assert daemon.client().info("n1").state == "shut off"

@@ -26,7 +26,7 @@ def vk(d: Daemon | Path, *args: str, env: dict[str, str] | None = None) -> Resul
 
     home = d.home if isinstance(d, Daemon) else d
     e = {"VIRTKIT_HOME": str(home), "VIRTKIT_SOCKET": str(home / "virtkitd.sock"), "COLUMNS": "200",
-         **(env or {})}
+         "VIRTKIT_NO_DAEMON_AUTOSTART": "1", "VIRTKIT_NO_NETWORKS": "1", **(env or {})}
     r = CliRunner().invoke(app, list(args), env=e)
     if r.exception is not None and not isinstance(r.exception, SystemExit):
         raise r.exception
