@@ -135,7 +135,6 @@ def main() -> None:
         sys.exit("bench/control.py needs libvirt: apt-get install libvirt-daemon-system libvirt-clients")
 
     from daemon_harness import running_daemon
-
     from virtkit.images import build_image
 
     img = build_image("tiny")
