@@ -234,7 +234,8 @@ class Service:
         return DomainInfo(
             name=name,
             state=state,
-            state_reason=row.state_reason,
+            # while the supervisor reports a change the watcher has not recorded yet, the old reason is stale
+            state_reason=row.state_reason if state == row.state else "",
             autostart=row.autostart,
             engine=st.get("engine") or row.spec.engine,
             technique=st.get("technique"),

@@ -356,10 +356,15 @@ class Supervisor:
 
         def on_term(signum: int, frame: Any) -> None:
             self.intent = "destroy"
-            threading.Thread(target=self._m().destroy, daemon=True).start()
+
+            def destroy() -> None:
+                with self.lock:
+                    self._m().destroy()
+
+            threading.Thread(target=destroy, daemon=True).start()
 
         signal.signal(signal.SIGTERM, on_term)
-        final = self.machine.wait(None)
+        final = self.wait_end(self.machine)
         if self.intent is not None:
             reason = self.intent
             final = VmState.SHUTOFF
@@ -371,6 +376,17 @@ class Supervisor:
             reason = "guest powered off"
         self.finish(final, reason)
         return 0
+
+    def wait_end(self, m: Machine) -> VmState:
+        """Wait for the machine to end, in short slices under the lifecycle lock: an engine need not
+        expect wait() in one thread while another destroys the machine (QEMU's releases its QMP channel in
+        both)."""
+        while True:
+            with self.lock:
+                st = m.wait(0.1)
+            if st in (VmState.SHUTOFF, VmState.CRASHED):
+                return st
+            time.sleep(0.02)
 
     def finish(self, state: VmState, reason: str) -> None:
         m = self.machine
