@@ -138,6 +138,14 @@ def run(
     """
     from virtkit.cli import runcmd
 
+    if engine == "native" and kernel is not None and not ctx.args:
+        # Part 1 of the native engine: the guest's serial console on this terminal until it powers off.
+        from virtkit.cli.native import run_native
+
+        try:
+            raise typer.Exit(run_native(kernel, initrd, cmdline, memory, paravirt=not no_paravirt))
+        except VirtkitError as exc:
+            raise _fail(exc) from None
     try:
         code = runcmd.run(
             commands=[tuple(ctx.args)] if ctx.args else list(DEFAULT_COMMANDS),

@@ -1,0 +1,1 @@
+"""Emulated devices, one per file, on address-range buses; interrupts leave through a ``Trigger``."""

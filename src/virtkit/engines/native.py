@@ -1,0 +1,310 @@
+"""The native engine: virtkit's own VMM on /dev/kvm, one child process per machine.
+
+The child is ``python -m virtkit.engines.native_main``; this side talks to it over its control socket
+(JSON lines) and reads its console log. Part 1 has no disks, NICs, agent or SMP (virtio comes in part 2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import virtkit
+from virtkit.engines.base import Availability, Technique, VmState
+from virtkit.errors import ConfigError, EngineError, GuestTimeout, HostError
+from virtkit.host.probe import HostReport, probe
+from virtkit.machine.builder import preflight
+from virtkit.machine.config import VmmConfig
+
+if TYPE_CHECKING:
+    from virtkit.agent.client import AgentClient
+    from virtkit.config.machine import MachineSpec
+
+READY_TIMEOUT_S = 60.0
+
+
+def vmm_config(spec: MachineSpec) -> VmmConfig:
+    return VmmConfig(
+        kernel=spec.boot.kernel,
+        initrd=spec.boot.initrd,
+        cmdline=spec.boot.cmdline,
+        memory_mib=spec.memory_mib,
+        vcpus=spec.vcpus,
+        paravirt=spec.paravirt,
+    )
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+CONTROL_TIMEOUT_S = 15.0
+
+
+def native_availability(report: HostReport) -> Availability:
+    """Whether the native engine runs unmodified guests here (VT-x/AMD-V), only PVM guest kernels, or nothing."""
+    if report.kvm_hardware:
+        return Availability(True, Technique.HARDWARE, report.hardware_reason())
+    if report.kvm_pvm and report.kvm_api == 12:
+        return Availability(
+            False,
+            Technique.PVM,
+            "/dev/kvm is KVM-PVM (no VT-x/AMD-V here): the native engine boots only PVM-enabled guest kernels "
+            "(and small test kernels, by emulation); unmodified Linux needs VT-x/AMD-V or nested virtualization",
+        )
+    return Availability(False, None, report.hardware_reason())
+
+
+class NativeMachine:
+    def __init__(self, name: str, technique: Technique, proc: subprocess.Popen[bytes], workdir: Path) -> None:
+        self._name = name
+        self._technique = technique
+        self._proc = proc
+        self.workdir = workdir
+        self.control_socket = workdir / "control.sock"
+        self.console_socket = workdir / "console.sock"
+        self._console_log = workdir / "console.log"
+        self.vmm_log = workdir / "vmm.log"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def engine(self) -> str:
+        return "native"
+
+    @property
+    def technique(self) -> Technique:
+        return self._technique
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc.poll() is None else None
+
+    @property
+    def console_log(self) -> Path:
+        return self._console_log
+
+    def request(self, op: str, **fields: object) -> dict[str, object]:
+        """One control request to the VMM process."""
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(CONTROL_TIMEOUT_S)
+                s.connect(str(self.control_socket))
+                s.sendall(json.dumps({"op": op, **fields}).encode() + b"\n")
+                reply = s.makefile("rb").readline()
+        except OSError as e:
+            raise EngineError(
+                f"machine {self._name}: the VMM's control socket did not answer {op!r}: {e}",
+                hint=f"see {self.vmm_log}",
+            ) from e
+        answer: dict[str, object] = json.loads(reply) if reply else {"ok": False, "error": "no answer"}
+        if not answer.get("ok"):
+            raise EngineError(f"machine {self._name}: {op} failed: {answer.get('error')}")
+        return answer
+
+    def _exited_state(self) -> VmState:
+        return VmState.CRASHED if self._proc.returncode not in (0, -signal.SIGTERM) else VmState.SHUTOFF
+
+    def status(self) -> VmState:
+        if self._proc.poll() is not None:
+            return self._exited_state()
+        try:
+            state = self.request("status").get("state")
+        except EngineError:
+            if self._proc.poll() is not None:
+                return self._exited_state()
+            raise
+        return {
+            "paused": VmState.PAUSED,
+            "shut off": VmState.SHUTOFF,
+            "crashed": VmState.CRASHED,
+        }.get(str(state), VmState.RUNNING)
+
+    def pause(self) -> None:
+        self._alive("pause")
+        self.request("pause")
+
+    def resume(self) -> None:
+        self._alive("resume")
+        self.request("resume")
+
+    def reboot(self) -> None:
+        self._alive("reboot")
+        self.request("reboot")
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Press the ACPI power button and wait for the guest to power off; after ``timeout`` (or at once when
+        the machine has no ACPI) stop the VMM, and kill it if even that does not end it."""
+        if self._proc.poll() is not None:
+            return
+        pressed = False
+        with contextlib.suppress(EngineError):
+            pressed = bool(self.request("powerdown").get("pressed"))
+        if pressed:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout)
+                return
+        with contextlib.suppress(EngineError):
+            self.request("stop")
+        try:
+            self._proc.wait(10.0)
+        except subprocess.TimeoutExpired:
+            self.destroy()
+
+    def destroy(self) -> None:
+        if self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(5.0)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    self._proc.kill()
+                self._proc.wait()
+        for path in (self.control_socket, self.console_socket):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def wait(self, timeout: float | None = None) -> VmState:
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return self.status()
+        return self._exited_state()
+
+    def agent(self) -> AgentClient:
+        raise EngineError("the native engine has no agent yet (part 2)", hint="use --engine qemu for the agent")
+
+    def detach(self) -> None:
+        """Nothing to let go of: every control request opens its own connection to the VMM's socket."""
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> float:
+        raise EngineError(
+            "the native engine has no agent yet (part 2), so it cannot tell when the guest is ready",
+            hint="watch the console (console_log) instead, or use --engine qemu",
+        )
+
+    def console(self) -> str:
+        try:
+            return self._console_log.read_bytes().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def send_console_input(self, text: str) -> int:
+        sent = self.request("input", data=text).get("sent", 0)
+        return int(sent) if isinstance(sent, int) else 0
+
+    def _alive(self, what: str) -> None:
+        if self._proc.poll() is not None:
+            raise EngineError(f"machine {self._name} is not running; cannot {what} it", hint="start it first")
+
+
+class NativeEngine:
+    name = "native"
+
+    def __init__(self, report: HostReport | None = None) -> None:
+        self._report = report
+
+    def _host(self) -> HostReport:
+        if self._report is None:
+            self._report = probe()
+        return self._report
+
+    def availability(self) -> Availability:
+        return native_availability(self._host())
+
+    def command(self, spec: MachineSpec, workdir: Path) -> list[str]:
+        boot = spec.boot
+        cmd = [
+            sys.executable, "-m", "virtkit.engines.native_main",
+            "--kernel", str(boot.kernel),
+            "--cmdline", boot.cmdline,
+            "--memory-mib", str(spec.memory_mib),
+            "--console", "none",
+            "--console-log", str(workdir / "console.log"),
+            "--control", str(workdir / "control.sock"),
+            "--console-socket", str(workdir / "console.sock"),
+            "--stats-json", str(workdir / "stats.json"),
+        ]  # fmt: skip
+        if boot.initrd is not None:
+            cmd += ["--initrd", str(boot.initrd)]
+        if not spec.paravirt:
+            cmd.append("--no-paravirt")
+        return cmd
+
+    def start(self, spec: MachineSpec, workdir: Path, die_with_parent: bool = False) -> NativeMachine:
+        if spec.disks or spec.nics:
+            raise ConfigError(
+                f"machine {spec.name}: the native engine has no disks or NICs yet (virtio is part 2)",
+                hint="boot from an initrd, or use --engine qemu",
+            )
+        preflight(vmm_config(spec))
+        report = self._host()
+        if report.kvm_api != 12:
+            raise HostError(f"the native engine needs /dev/kvm: {report.hardware_reason()}")
+        technique = Technique.HARDWARE if report.kvm_hardware else Technique.PVM
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "console.log").unlink(missing_ok=True)
+        env = dict(os.environ)
+        package_root = str(Path(virtkit.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        with open(workdir / "vmm.log", "wb") as log:
+            proc = subprocess.Popen(
+                self.command(spec, workdir),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if die_with_parent else None,
+            )
+        machine = NativeMachine(spec.name, technique, proc, workdir)
+        try:
+            self._wait_ready(machine, proc)
+        except BaseException:
+            machine.destroy()
+            raise
+        return machine
+
+    def _wait_ready(self, machine: NativeMachine, proc: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                if proc.returncode == 0:
+                    return  # the guest already ran to its end (power-off or reset with --on-reset exit)
+                raise self._failure(machine, proc.returncode)
+            if machine.control_socket.exists():
+                with contextlib.suppress(EngineError):
+                    if machine.request("status").get("state") != "starting":
+                        return
+            time.sleep(0.02)
+        raise GuestTimeout(
+            f"machine {machine.name}: the native VMM did not start within {READY_TIMEOUT_S:.0f} s",
+            console_tail=machine.console()[-2000:],
+            hint=f"see {machine.vmm_log}",
+        )
+
+    @staticmethod
+    def _failure(machine: NativeMachine, returncode: int) -> Exception:
+        lines = machine.vmm_log.read_text(errors="replace").strip().splitlines() if machine.vmm_log.exists() else []
+        last = lines[-1].removeprefix("virtkit-native: ") if lines else f"exit status {returncode}"
+        if returncode == 2:
+            message, _, hint = last.partition(" (fix: ")
+            return ConfigError(f"machine {machine.name}: {message}", hint=hint.removesuffix(")") or None)
+        return EngineError(
+            f"machine {machine.name}: the native VMM ended at start: {last}", hint=f"see {machine.vmm_log}"
+        )
