@@ -17,7 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from virtkit.config import defaults
-from virtkit.config.machine import NAME_RE, DiskSpec, EngineName, NicSpec
+from virtkit.config.machine import DiskSpec, EngineName, NicSpec, check_name
+from virtkit.engines.base import VmState
 from virtkit.errors import ConfigError
 
 MAX_SPEC_BYTES = 256 * 1024
@@ -25,11 +26,8 @@ MAX_SPEC_BYTES = 256 * 1024
 DEFAULT_MEMORY_OVERHEAD_MIB = 512
 
 
-class DomainState(enum.StrEnum):
-    SHUTOFF = "shut off"
-    RUNNING = "running"
-    PAUSED = "paused"
-    CRASHED = "crashed"
+# A domain's state is its machine's state: one enum, so the API and the engines never disagree on a value.
+DomainState = VmState
 
 
 class Action(enum.StrEnum):
@@ -172,12 +170,7 @@ class DomainSpec(_Spec):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not NAME_RE.match(v):
-            raise ValueError(
-                f"{v!r} is not a valid domain name: use 1-63 letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit"
-            )
-        return v
+        return check_name(v, "domain")
 
     @field_validator("memory", mode="before")
     @classmethod
