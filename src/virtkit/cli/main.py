@@ -181,9 +181,16 @@ def _register_subapps() -> None:
     except ImportError:
         return
     app.add_typer(image_app, name="image", help="Build and list guest images.")
-    from virtkit.cli.net import register as register_net
+    # VM verbs go through virtkitd (started on demand); networks are managed in-process (they live in the
+    # kernel and in files, so every process sees the same state) and work without the daemon too.
+    from virtkit.cli.net import COMMANDS as NET_COMMANDS
+    from virtkit.cli.vm import register as register_vm
 
-    register_net(app)
+    register_vm(app, exclude=tuple(n for n in NET_COMMANDS if n.startswith("net-")))
+    taken = {c.name for c in app.registered_commands}
+    for name, fn in NET_COMMANDS.items():
+        if name not in taken:
+            app.command(name, hidden=name == "net-destroy")(fn)
 
 
 _register_subapps()

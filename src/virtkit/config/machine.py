@@ -11,7 +11,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from virtkit.config import defaults
 
 EngineName = Literal["auto", "native", "qemu"]
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+def check_name(value: str, what: str = "machine") -> str:
+    """A VM name: it names run directories, cgroups and TAPs, so only a safe charset (whole string)."""
+    if not NAME_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid {what} name: use 1-63 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 
 
@@ -84,9 +94,4 @@ class MachineSpec(_Frozen):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not NAME_RE.match(v):
-            raise ValueError(
-                f"{v!r} is not a valid machine name: use 1-63 letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit"
-            )
-        return v
+        return check_name(v)

@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -257,6 +258,7 @@ class QemuMachine:
         self._agent: AgentClient | None = None
         self._destroyed = False
         self._exit_status: int | None = None
+        self._lock = threading.RLock()
         self.started_at = time.time()
 
     # -- attach ------------------------------------------------------------------------------
@@ -445,6 +447,10 @@ class QemuMachine:
         return self.status()
 
     def _release(self) -> None:
+        with self._lock:
+            self._release_locked()
+
+    def _release_locked(self) -> None:
         if self._agent is not None:
             self._agent.close()
             self._agent = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Coroutine
 from pathlib import Path
@@ -21,6 +22,10 @@ from virtkit.errors import EngineError
 
 T = TypeVar("T")
 
+# qemu.qmp logs every refused connect and teardown hiccup at ERROR; we turn those into EngineErrors, so keep
+# Python's last-resort handler from printing them on a user's terminal.
+logging.getLogger("qemu.qmp").addHandler(logging.NullHandler())
+
 
 class QmpChannel:
     def __init__(self, socket_path: Path, name: str) -> None:
@@ -30,6 +35,7 @@ class QmpChannel:
         self._thread.start()
         self._client = QMPClient(name)
         self._closed = False
+        self._close_lock = threading.Lock()
         # Every event QEMU sends (SHUTDOWN, RESET, STOP, RESUME, ...), in order, for callers to poll.
         self._events: list[dict[str, Any]] = []
         self._events_lock = threading.Lock()
@@ -82,9 +88,13 @@ class QmpChannel:
         return self._run(self._client.execute(command, arguments), timeout)
 
     def close(self) -> None:
+        with self._close_lock:  # wait() and destroy() may both end up here, from two threads
+            self._close()
+
+    def _close(self) -> None:
         if self._closed:
             return
-        with contextlib.suppress(EngineError):
+        with contextlib.suppress(Exception):
             self._run(self._client.disconnect(), 5.0)
         with contextlib.suppress(EngineError):
             self._run(self._stop_pump(), 5.0)

@@ -93,3 +93,8 @@ def test_spec_rejects_bad_names_and_macs() -> None:
         spec(name="bad name;rm")
     with pytest.raises(ValueError, match="multicast"):
         NicSpec(kind="user", mac="01:00:5e:00:00:01")
+
+
+def test_name_with_trailing_newline_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a valid machine name"):
+        spec(name="vm1\n")
