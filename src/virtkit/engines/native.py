@@ -279,7 +279,7 @@ class NativeEngine:
     def start(self, spec: MachineSpec, workdir: Path, die_with_parent: bool = False) -> NativeMachine:
         if spec.disks or spec.nics:
             raise ConfigError(
-                f"machine {spec.name}: the native engine has no disks or NICs yet (virtio is part 2)",
+                f"machine {spec.name}: the native engine has no disks or NICs yet (virtio-blk and virtio-net are still to come)",
                 hint="boot from an initrd, or use --engine qemu",
             )
         preflight(vmm_config(spec))
