@@ -66,8 +66,14 @@ def default_socket() -> Path:
 
 
 class Client:
-    def __init__(self, socket: str | Path | None = None, url: str | None = None, token: str | None = None,
-                 timeout: float = 600.0, start_daemon: bool = False) -> None:
+    def __init__(
+        self,
+        socket: str | Path | None = None,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 600.0,
+        start_daemon: bool = False,
+    ) -> None:
         self.url = url
         self.socket = Path(socket) if socket is not None else (None if url else default_socket())
         self.token = token if token is not None else os.environ.get("VIRTKIT_TOKEN")
@@ -95,8 +101,10 @@ class Client:
             r = self._http.request(method, path, **kw)
         except (httpx.ConnectError, httpx.RemoteProtocolError) as e:
             where = self.url or self.socket
-            raise DaemonUnreachable(f"virtkitd is not answering at {where}: {e}",
-                                    hint="start it with `virtkitd` (or let the CLI start it for local use)") from e
+            raise DaemonUnreachable(
+                f"virtkitd is not answering at {where}: {e}",
+                hint="start it with `virtkitd` (or let the CLI start it for local use)",
+            ) from e
         except httpx.TimeoutException as e:
             raise ApiError(f"virtkitd did not answer {method} {path} in time", None, 504, "Timeout") from e
         if r.status_code >= 400:
@@ -128,16 +136,24 @@ class Client:
         log = open(home / "virtkitd.log", "ab")  # noqa: SIM115 - handed to the child
         env = dict(os.environ)
         env.setdefault("VIRTKIT_HOME", str(home))
-        subprocess.Popen([sys.executable, "-m", "virtkit.daemon", "--home", str(home), "--socket", str(self.socket)],
-                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env)
+        subprocess.Popen(
+            [sys.executable, "-m", "virtkit.daemon", "--home", str(home), "--socket", str(self.socket)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            env=env,
+        )
         log.close()
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if self.ping():
                 return
             time.sleep(0.1)
-        raise DaemonUnreachable(f"started virtkitd but it did not answer on {self.socket} within {wait:.0f}s",
-                                hint=f"see {home / 'virtkitd.log'}")
+        raise DaemonUnreachable(
+            f"started virtkitd but it did not answer on {self.socket} within {wait:.0f}s",
+            hint=f"see {home / 'virtkitd.log'}",
+        )
 
     # -- host
     def host(self) -> HostInfo:
@@ -181,8 +197,7 @@ class Client:
         return self._action(name, "resume")
 
     def set_autostart(self, name: str, enabled: bool = True) -> DomainInfo:
-        return DomainInfo.model_validate(self._json("PUT", f"/v1/domains/{name}/autostart",
-                                                    json={"enabled": enabled}))
+        return DomainInfo.model_validate(self._json("PUT", f"/v1/domains/{name}/autostart", json={"enabled": enabled}))
 
     def stats(self, name: str) -> DomainStats:
         return DomainStats.model_validate(self._json("GET", f"/v1/domains/{name}/stats"))
@@ -220,11 +235,16 @@ class Client:
         return unix_connect(str(self.socket), "ws://virtkitd" + path)
 
     # -- snapshots
-    def snapshot_create(self, name: str, snapshot: str, description: str = "",
-                        memory: bool | None = None) -> SnapshotInfo:
-        return SnapshotInfo.model_validate(self._json(
-            "POST", f"/v1/domains/{name}/snapshots",
-            json={"name": snapshot, "description": description, "memory": memory}))
+    def snapshot_create(
+        self, name: str, snapshot: str, description: str = "", memory: bool | None = None
+    ) -> SnapshotInfo:
+        return SnapshotInfo.model_validate(
+            self._json(
+                "POST",
+                f"/v1/domains/{name}/snapshots",
+                json={"name": snapshot, "description": description, "memory": memory},
+            )
+        )
 
     def snapshot_list(self, name: str) -> builtins.list[SnapshotInfo]:
         return [SnapshotInfo.model_validate(x) for x in self._json("GET", f"/v1/domains/{name}/snapshots")]
@@ -278,8 +298,9 @@ class Client:
                 if r.status_code >= 400:
                     r.read()
                     body = r.json()
-                    raise ApiError(body.get("error", r.text), body.get("hint"), r.status_code,
-                                   body.get("kind", "Error"))
+                    raise ApiError(
+                        body.get("error", r.text), body.get("hint"), r.status_code, body.get("kind", "Error")
+                    )
                 for line in r.iter_lines():
                     if line.startswith("data: "):
                         yield Event.model_validate(json.loads(line[6:]))

@@ -103,3 +103,30 @@ def test_two_vcpus_pause_and_resume_together(boot: Callable[..., Boot], test_ker
     assert all(t.state is VcpuState.RUNNING for t in vmm.threads)
     b.runner.send_input(b"q")
     assert b.wait().kind == "reset"
+
+
+def test_agent_socket_stays_connected_across_a_guest_reboot(
+    boot: Callable[..., Boot], test_kernels: dict[str, Path], tmp_path: Path
+) -> None:
+    sock_path = tmp_path / "agent.sock"
+    b = boot(test_kernels["bzimage"], "console=ttyS0 vconsole reset", on_reset="restart", agent_socket=sock_path)
+    b.wait_for("vconsole: ready", 60)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect(str(sock_path))
+        for word, boots in ((b"ping", 1), (b"pong", 2)):
+            deadline = time.monotonic() + 60
+            while b.text().count("vconsole: ready") < boots:
+                assert time.monotonic() < deadline, b.text()
+                time.sleep(0.01)
+            s.sendall(word + b"\n")
+            reply = b""
+            while not reply.endswith(b"\n"):
+                chunk = s.recv(100)
+                assert chunk, f"the agent socket closed:\n{b.text()}"
+                reply += chunk
+            assert reply == b"echo:" + word + b"\n"  # the second answer comes from the rebooted guest
+    assert b.runner.boots >= 2
+    b.runner.stop()
+    assert b.wait(20).kind == "stopped"
+    assert not sock_path.exists()

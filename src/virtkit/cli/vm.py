@@ -39,8 +39,13 @@ EXIT_TIMEOUT = 124
 EXIT_ERROR = 125
 EXIT_INTERRUPTED = 130
 
-app = typer.Typer(name="virtkit", no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
-                  help="Manage virtual machines through virtkitd.")
+app = typer.Typer(
+    name="virtkit",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    help="Manage virtual machines through virtkitd.",
+)
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
@@ -61,8 +66,9 @@ def _exit_code(e: VirtkitError) -> int:
     if isinstance(e, GuestTimeout):
         return EXIT_TIMEOUT
     if isinstance(e, ApiError):
-        return {404: EXIT_NOT_FOUND, 409: EXIT_CONFLICT, 400: EXIT_USAGE, 422: EXIT_USAGE,
-                504: EXIT_TIMEOUT}.get(e.status, EXIT_ERROR)
+        return {404: EXIT_NOT_FOUND, 409: EXIT_CONFLICT, 400: EXIT_USAGE, 422: EXIT_USAGE, 504: EXIT_TIMEOUT}.get(
+            e.status, EXIT_ERROR
+        )
     from virtkit.errors import ConfigError
 
     if isinstance(e, ConfigError):
@@ -127,24 +133,28 @@ def _progress(what: str, json_out: bool) -> Iterator[Callable[[str], None]]:
     if json_out or not err.is_terminal:
         yield lambda s: None
         return
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
-                  transient=True) as p:
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True
+    ) as p:
         task = p.add_task(what)
         yield lambda s: p.update(task, description=s)
 
 
 # -- listing and info
 @app.command("list")
-def list_(all: Annotated[bool, typer.Option("--all", help="Include shut-off domains.")] = False,
-          json_out: JsonOpt = False) -> None:
+def list_(
+    all: Annotated[bool, typer.Option("--all", help="Include shut-off domains.")] = False, json_out: JsonOpt = False
+) -> None:
     """List domains (running and paused; --all adds the others)."""
     with api() as c:
         doms = c.list(all=all)
     if json_out:
         _dump(doms)
         return
-    _table(["Name", "State", "Engine", "Autostart"],
-           [[d.name, str(d.state), d.engine, "yes" if d.autostart else "no"] for d in doms])
+    _table(
+        ["Name", "State", "Engine", "Autostart"],
+        [[d.name, str(d.state), d.engine, "yes" if d.autostart else "no"] for d in doms],
+    )
 
 
 @app.command()
@@ -155,14 +165,22 @@ def dominfo(name: Name, json_out: JsonOpt = False) -> None:
     if json_out:
         _dump(i)
         return
-    _kv([("Name", i.name), ("State", i.state + (f" ({i.state_reason})" if i.state_reason else "")),
-         ("Engine", i.engine), ("Technique", i.technique), ("vCPUs", i.vcpus),
-         ("Memory", f"{i.memory_mib} MiB"),
-         ("CPU time", f"{i.cpu_time_s:.1f}s" if i.cpu_time_s is not None else None),
-         ("Uptime", f"{i.uptime_s:.0f}s" if i.uptime_s is not None else None),
-         ("Autostart", "enable" if i.autostart else "disable"),
-         ("Engine PID", i.engine_pid), ("Supervisor PID", i.supervisor_pid),
-         *[(f"cgroup {k}", v) for k, v in i.cgroup.items()]])
+    _kv(
+        [
+            ("Name", i.name),
+            ("State", i.state + (f" ({i.state_reason})" if i.state_reason else "")),
+            ("Engine", i.engine),
+            ("Technique", i.technique),
+            ("vCPUs", i.vcpus),
+            ("Memory", f"{i.memory_mib} MiB"),
+            ("CPU time", f"{i.cpu_time_s:.1f}s" if i.cpu_time_s is not None else None),
+            ("Uptime", f"{i.uptime_s:.0f}s" if i.uptime_s is not None else None),
+            ("Autostart", "enable" if i.autostart else "disable"),
+            ("Engine PID", i.engine_pid),
+            ("Supervisor PID", i.supervisor_pid),
+            *[(f"cgroup {k}", v) for k, v in i.cgroup.items()],
+        ]
+    )
 
 
 @app.command()
@@ -173,11 +191,17 @@ def domstats(name: Name, json_out: JsonOpt = False) -> None:
     if json_out:
         _dump(s)
         return
-    _kv([("Domain", s.name), ("state", s.state),
-         ("cpu.time", f"{s.cpu_time_s:.3f}s" if s.cpu_time_s is not None else None),
-         ("vcpu.current", s.vcpus), ("balloon.maximum", f"{s.memory_mib * 1024} KiB"),
-         ("memory.used", f"{s.memory_used_bytes // 1024} KiB" if s.memory_used_bytes is not None else None),
-         ("memory.limit", f"{s.memory_limit_bytes // 1024} KiB" if s.memory_limit_bytes else None)])
+    _kv(
+        [
+            ("Domain", s.name),
+            ("state", s.state),
+            ("cpu.time", f"{s.cpu_time_s:.3f}s" if s.cpu_time_s is not None else None),
+            ("vcpu.current", s.vcpus),
+            ("balloon.maximum", f"{s.memory_mib * 1024} KiB"),
+            ("memory.used", f"{s.memory_used_bytes // 1024} KiB" if s.memory_used_bytes is not None else None),
+            ("memory.limit", f"{s.memory_limit_bytes // 1024} KiB" if s.memory_limit_bytes else None),
+        ]
+    )
     for i, b in enumerate(s.block):
         _kv([(f"block.{i}.{k}", v) for k, v in b.items()])
     for i, n in enumerate(s.net):
@@ -192,14 +216,17 @@ def domifaddr(name: Name, json_out: JsonOpt = False) -> None:
     if json_out:
         _dump(ifs)
         return
-    _table(["Name", "MAC address", "Protocol", "Address"],
-           [[i.name, i.mac or "-", "ipv6" if ":" in a else "ipv4", a] for i in ifs for a in (i.addresses or ["-"])])
+    _table(
+        ["Name", "MAC address", "Protocol", "Address"],
+        [[i.name, i.mac or "-", "ipv6" if ":" in a else "ipv4", a] for i in ifs for a in (i.addresses or ["-"])],
+    )
 
 
 # -- definitions
 @app.command()
-def define(file: Annotated[Path, typer.Argument(help="Spec file: .toml, .yaml or .json.")],
-           json_out: JsonOpt = False) -> None:
+def define(
+    file: Annotated[Path, typer.Argument(help="Spec file: .toml, .yaml or .json.")], json_out: JsonOpt = False
+) -> None:
     """Define a domain from a spec file (TOML, YAML or JSON)."""
     from virtkit.daemon.domain import load_spec_file
 
@@ -229,8 +256,9 @@ def autostart(name: Name, disable: Annotated[bool, typer.Option("--disable")] = 
 
 
 # -- lifecycle
-def _simple(verb: str, done: str, call: Callable[[Client, str], Any], json_out: bool, names: list[str],
-            slow: bool = False) -> None:
+def _simple(
+    verb: str, done: str, call: Callable[[Client, str], Any], json_out: bool, names: list[str], slow: bool = False
+) -> None:
     results = []
     with api() as c:
         for n in names:
@@ -243,16 +271,21 @@ def _simple(verb: str, done: str, call: Callable[[Client, str], Any], json_out: 
 
 
 @app.command()
-def start(names: Annotated[list[str], typer.Argument(help="Domain names.", autocompletion=_names)],
-          json_out: JsonOpt = False) -> None:
+def start(
+    names: Annotated[list[str], typer.Argument(help="Domain names.", autocompletion=_names)], json_out: JsonOpt = False
+) -> None:
     """Start defined domains."""
     _simple("starting", "started", lambda c, n: c.start(n), json_out, names, slow=True)
 
 
 @app.command()
-def shutdown(names: Annotated[list[str], typer.Argument(autocompletion=_names)],
-             timeout: Annotated[float, typer.Option(help="Seconds before it is destroyed instead.")] =
-             defaults.SHUTDOWN_TIMEOUT_S, json_out: JsonOpt = False) -> None:
+def shutdown(
+    names: Annotated[list[str], typer.Argument(autocompletion=_names)],
+    timeout: Annotated[
+        float, typer.Option(help="Seconds before it is destroyed instead.")
+    ] = defaults.SHUTDOWN_TIMEOUT_S,
+    json_out: JsonOpt = False,
+) -> None:
     """Ask domains to power off (ACPI/agent); destroy them if they have not after --timeout."""
     _simple("shutting down", "is shut off", lambda c, n: c.shutdown(n, timeout), json_out, names, slow=True)
 
@@ -290,8 +323,7 @@ def launch(
     vcpus: Annotated[int, typer.Option(help="Number of vCPUs.")] = defaults.DEFAULT_VCPUS,
     cpus: Annotated[float | None, typer.Option(help="cgroup CPU limit in host CPUs (default: vcpus).")] = None,
     engine: Annotated[str, typer.Option(help="auto, qemu or native.")] = "auto",
-    network: Annotated[list[str] | None, typer.Option(help="Network to attach (e.g. default, user); repeat.")]
-    = None,
+    network: Annotated[list[str] | None, typer.Option(help="Network to attach (e.g. default, user); repeat.")] = None,
     autostart: Annotated[bool, typer.Option(help="Start with virtkitd.")] = False,
     wait: Annotated[bool, typer.Option(help="Wait until the guest agent answers.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the guest.")] = defaults.READY_TIMEOUT_S,
@@ -299,8 +331,15 @@ def launch(
 ) -> None:
     """Define and start a domain from an image in one step, and wait until it is ready."""
     name = name or f"vm-{secrets.token_hex(3)}"
-    spec: dict[str, Any] = {"name": name, "image": image, "memory": memory, "vcpus": vcpus, "engine": engine,
-                            "autostart": autostart, "nics": network or []}
+    spec: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "memory": memory,
+        "vcpus": vcpus,
+        "engine": engine,
+        "autostart": autostart,
+        "nics": network or [],
+    }
     if cpus is not None:
         spec["limits"] = {"cpus": cpus}
     from virtkit.daemon.domain import validate_spec
@@ -329,9 +368,12 @@ def launch(
 
 
 @app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def exec_(ctx: typer.Context, name: Name,
-          timeout: Annotated[float, typer.Option(help="Seconds the command may run.")] = 60.0,
-          json_out: JsonOpt = False) -> None:
+def exec_(
+    ctx: typer.Context,
+    name: Name,
+    timeout: Annotated[float, typer.Option(help="Seconds the command may run.")] = 60.0,
+    json_out: JsonOpt = False,
+) -> None:
     """Run a command in the guest: `virtkit exec VM -- CMD ARGS`; exits with the command's code."""
     argv = list(ctx.args)
     if not argv:
@@ -363,13 +405,14 @@ def shell(name: Name) -> None:
                 break
             if not line.strip():
                 continue
-            script = f"cd {shlex.quote(cwd)} 2>/dev/null; {line}\n__vk_rc=$?; echo; echo \"__VK_CWD=$(pwd)\"; " \
-                     "exit $__vk_rc"
+            script = (
+                f'cd {shlex.quote(cwd)} 2>/dev/null; {line}\n__vk_rc=$?; echo; echo "__VK_CWD=$(pwd)"; exit $__vk_rc'
+            )
             r = c.exec(name, ["sh", "-c", script], timeout=3600)
             stdout = r.stdout
             marker = stdout.rfind("\n__VK_CWD=")
             if marker >= 0:
-                cwd = stdout[marker + 10:].strip() or cwd
+                cwd = stdout[marker + 10 :].strip() or cwd
                 stdout = stdout[:marker]
                 if stdout.endswith("\n"):
                     stdout = stdout[:-1]
@@ -381,10 +424,11 @@ def shell(name: Name) -> None:
 
 
 @app.command()
-def console(name: Name,
-            log: Annotated[bool, typer.Option("--log", help="Print what the guest wrote so far and exit.")] = False,
-            follow: Annotated[bool, typer.Option("--follow", "-f", help="With --log: keep printing.")] = False
-            ) -> None:
+def console(
+    name: Name,
+    log: Annotated[bool, typer.Option("--log", help="Print what the guest wrote so far and exit.")] = False,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="With --log: keep printing.")] = False,
+) -> None:
     """Attach to the serial console (Ctrl-] detaches), or print its log."""
     with api() as c:
         if log:
@@ -442,18 +486,20 @@ def _attach(c: Client, name: str) -> None:
 
 # -- snapshots
 @app.command("snapshot-create-as")
-def snapshot_create_as(name: Name, snapshot: Annotated[str, typer.Argument(help="Snapshot name.")],
-                       description: Annotated[str, typer.Option("--description")] = "",
-                       disk_only: Annotated[bool, typer.Option("--disk-only", help="Do not save guest memory.")]
-                       = False, json_out: JsonOpt = False) -> None:
+def snapshot_create_as(
+    name: Name,
+    snapshot: Annotated[str, typer.Argument(help="Snapshot name.")],
+    description: Annotated[str, typer.Option("--description")] = "",
+    disk_only: Annotated[bool, typer.Option("--disk-only", help="Do not save guest memory.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
     """Snapshot a domain: its disks always, its memory where the engine can."""
     with api() as c, _progress(f"snapshotting {name}", json_out):
         s = c.snapshot_create(name, snapshot, description, memory=False if disk_only else None)
     if json_out:
         _dump(s)
     else:
-        out.print(f"Domain snapshot {snapshot} created{' (with memory)' if s.memory else ' (disks)'}",
-                  highlight=False)
+        out.print(f"Domain snapshot {snapshot} created{' (with memory)' if s.memory else ' (disks)'}", highlight=False)
 
 
 @app.command("snapshot-list")
@@ -464,9 +510,19 @@ def snapshot_list(name: Name, json_out: JsonOpt = False) -> None:
     if json_out:
         _dump(snaps)
         return
-    _table(["Name", "Creation Time", "State", "Memory", "Description"],
-           [[s.name, time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(s.created)), str(s.state),
-             "yes" if s.memory else "no", s.description] for s in snaps])
+    _table(
+        ["Name", "Creation Time", "State", "Memory", "Description"],
+        [
+            [
+                s.name,
+                time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(s.created)),
+                str(s.state),
+                "yes" if s.memory else "no",
+                s.description,
+            ]
+            for s in snaps
+        ],
+    )
 
 
 @app.command("snapshot-revert")
@@ -490,8 +546,9 @@ def snapshot_delete(name: Name, snapshot: str) -> None:
 
 # -- networks
 @app.command("net-list")
-def net_list(all: Annotated[bool, typer.Option("--all", help="Include inactive networks.")] = False,
-             json_out: JsonOpt = False) -> None:
+def net_list(
+    all: Annotated[bool, typer.Option("--all", help="Include inactive networks.")] = False, json_out: JsonOpt = False
+) -> None:
     """List virtual networks."""
     with api() as c:
         nets = c.networks(all=True)
@@ -500,14 +557,26 @@ def net_list(all: Annotated[bool, typer.Option("--all", help="Include inactive n
     if json_out:
         _dump(nets)
         return
-    _table(["Name", "State", "Autostart", "Mode", "Bridge", "Subnet"],
-           [[str(n.get("name")), str(n.get("state")), "yes" if n.get("autostart") else "no", str(n.get("mode")),
-             str(n.get("bridge") or "-"), str(n.get("subnet") or "-")] for n in nets])
+    _table(
+        ["Name", "State", "Autostart", "Mode", "Bridge", "Subnet"],
+        [
+            [
+                str(n.get("name")),
+                str(n.get("state")),
+                "yes" if n.get("autostart") else "no",
+                str(n.get("mode")),
+                str(n.get("bridge") or "-"),
+                str(n.get("subnet") or "-"),
+            ]
+            for n in nets
+        ],
+    )
 
 
 @app.command("net-define")
-def net_define(file: Annotated[Path, typer.Argument(help="Network spec (.toml, .yaml or .json).")],
-               json_out: JsonOpt = False) -> None:
+def net_define(
+    file: Annotated[Path, typer.Argument(help="Network spec (.toml, .yaml or .json).")], json_out: JsonOpt = False
+) -> None:
     """Define a virtual network from a spec file."""
     from virtkit.daemon.domain import read_mapping
 
@@ -570,15 +639,26 @@ def net_dhcp_leases(name: str, json_out: JsonOpt = False) -> None:
     if json_out:
         _dump(leases)
         return
-    _table(["MAC address", "IP address", "Hostname", "Expiry"],
-           [[str(x.get("mac")), str(x.get("ip")), str(x.get("hostname") or "-"),
-             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(x.get("expiry") or 0)))] for x in leases])
+    _table(
+        ["MAC address", "IP address", "Hostname", "Expiry"],
+        [
+            [
+                str(x.get("mac")),
+                str(x.get("ip")),
+                str(x.get("hostname") or "-"),
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(x.get("expiry") or 0))),
+            ]
+            for x in leases
+        ],
+    )
 
 
 @app.command()
-def events(since: Annotated[int | None, typer.Option(help="Replay stored events after this sequence.")] = None,
-           follow: Annotated[bool, typer.Option(help="Keep listening.")] = True,
-           json_out: JsonOpt = False) -> None:
+def events(
+    since: Annotated[int | None, typer.Option(help="Replay stored events after this sequence.")] = None,
+    follow: Annotated[bool, typer.Option(help="Keep listening.")] = True,
+    json_out: JsonOpt = False,
+) -> None:
     """Print lifecycle events as they happen."""
     with api() as c:
         for ev in c.events(since=since, follow=follow):

@@ -22,6 +22,8 @@ def check_name(value: str, what: str = "machine") -> str:
             "starting with a letter or digit"
         )
     return value
+
+
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 
 

@@ -89,9 +89,13 @@ def _err(status: int, error: str, kind: str, hint: str | None = None) -> JSONRes
 
 async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
     data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                            *headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *headers],
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 
@@ -117,10 +121,16 @@ class Guard:
                 if scope["type"] == "websocket":
                     await send({"type": "websocket.close", "code": 1008})
                     return
-                await _send_json(send, 401, {
-                    "error": "missing or wrong API token" if self.token else "TCP access has no token configured",
-                    "hint": "send 'Authorization: Bearer <token>' with the token from virtkitd --token-file",
-                    "kind": "AuthError"}, [(b"www-authenticate", b"Bearer")])
+                await _send_json(
+                    send,
+                    401,
+                    {
+                        "error": "missing or wrong API token" if self.token else "TCP access has no token configured",
+                        "hint": "send 'Authorization: Bearer <token>' with the token from virtkitd --token-file",
+                        "kind": "AuthError",
+                    },
+                    [(b"www-authenticate", b"Bearer")],
+                )
                 return
         if scope["type"] == "http":
             headers = dict(scope.get("headers") or [])
@@ -163,15 +173,31 @@ class Guard:
         await self.app(scope, receive, send)
 
     async def _too_big(self, send: Send) -> None:
-        await _send_json(send, 413, {"error": f"request body is larger than {self.max_body} bytes",
-                                     "hint": "a domain spec or exec request is a few KiB", "kind": "TooLarge"}, [])
+        await _send_json(
+            send,
+            413,
+            {
+                "error": f"request body is larger than {self.max_body} bytes",
+                "hint": "a domain spec or exec request is a few KiB",
+                "kind": "TooLarge",
+            },
+            [],
+        )
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": d}
-    for code, d in ((400, "bad argument"), (401, "missing or wrong token"), (404, "unknown domain or snapshot"),
-                    (409, "wrong state or duplicate"), (413, "body too large"), (422, "invalid spec"),
-                    (502, "engine or agent failure"), (503, "host lacks something"), (504, "guest timeout"))
+    for code, d in (
+        (400, "bad argument"),
+        (401, "missing or wrong token"),
+        (404, "unknown domain or snapshot"),
+        (409, "wrong state or duplicate"),
+        (413, "body too large"),
+        (422, "invalid spec"),
+        (502, "engine or agent failure"),
+        (503, "host lacks something"),
+        (504, "guest timeout"),
+    )
 }
 
 
@@ -190,13 +216,21 @@ def create_app(service: Service, token: str | None = None) -> FastAPI:
             loc = [str(p) for p in err.get("loc", ()) if p != "body"]
             msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
             parts.append(f"{'.'.join(loc) or '(body)'}: {msg}")
-        return _err(422, "invalid request: " + "; ".join(parts), "ConfigError",
-                    "fix the named fields (see /openapi.json for the schema)")
+        return _err(
+            422,
+            "invalid request: " + "; ".join(parts),
+            "ConfigError",
+            "fix the named fields (see /openapi.json for the schema)",
+        )
 
     @app.exception_handler(Exception)
     async def _other(request: Request, e: Exception) -> JSONResponse:
-        return _err(500, f"internal error: {type(e).__name__}: {e}", "InternalError",
-                    "this is a virtkit bug; the daemon log has the traceback")
+        return _err(
+            500,
+            f"internal error: {type(e).__name__}: {e}",
+            "InternalError",
+            "this is a virtkit bug; the daemon log has the traceback",
+        )
 
     # -- host
     @app.get("/v1/host", response_model=HostInfo, tags=["host"])
@@ -277,8 +311,7 @@ def create_app(service: Service, token: str | None = None) -> FastAPI:
             with contextlib.suppress(OSError), path.open("rb") as f:
                 f.seek(offset)
                 data = f.read(4 * 1024 * 1024)
-        return PlainTextResponse(data.decode(errors="replace"),
-                                 headers={"X-Console-Offset": str(offset + len(data))})
+        return PlainTextResponse(data.decode(errors="replace"), headers={"X-Console-Offset": str(offset + len(data))})
 
     @app.websocket("/v1/domains/{name}/console/ws")
     async def console_ws(ws: WebSocket, name: str) -> None:
@@ -345,10 +378,15 @@ def create_app(service: Service, token: str | None = None) -> FastAPI:
         return Response(status_code=204)
 
     # -- events
-    @app.get("/v1/events", tags=["events"], response_class=StreamingResponse,
-             responses={200: {"content": {"text/event-stream": {}}}})
-    async def events(since: int | None = Query(None, ge=0, le=2**53),
-                     follow: bool = Query(True, description="keep the stream open")) -> StreamingResponse:
+    @app.get(
+        "/v1/events",
+        tags=["events"],
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def events(
+        since: int | None = Query(None, ge=0, le=2**53), follow: bool = Query(True, description="keep the stream open")
+    ) -> StreamingResponse:
         """Server-sent events: one ``data:`` JSON object per lifecycle change, ``id:`` its sequence number."""
         q = svc.events.subscribe()
         backlog = await run_in_threadpool(svc.events.since, since) if since is not None else []
@@ -375,8 +413,7 @@ def create_app(service: Service, token: str | None = None) -> FastAPI:
             finally:
                 svc.events.unsubscribe(q)
 
-        return StreamingResponse(gen(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(gen(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     # -- networks (only when the network layer is part of this build)
     def _nm() -> Any:
@@ -399,8 +436,7 @@ def create_app(service: Service, token: str | None = None) -> FastAPI:
         try:
             spec = NetworkSpec.model_validate(body)
         except ValidationError as e:
-            raise ConfigError(f"invalid network spec: {format_validation_error(e)}",
-                              hint="fix the named fields") from e
+            raise ConfigError(f"invalid network spec: {format_validation_error(e)}", hint="fix the named fields") from e
         return dict(_plain(nm.define(spec)))
 
     @app.get("/v1/networks/{name}", tags=["networks"])

@@ -127,8 +127,11 @@ class VmCgroup:
                 with contextlib.suppress(OSError):
                     out[f] = _read(g / f)
         elif self.version == 1:
-            for key, f in (("cpu", "cpu.cfs_quota_us"), ("cpu", "cpu.cfs_period_us"),
-                           ("memory", "memory.limit_in_bytes")):
+            for key, f in (
+                ("cpu", "cpu.cfs_quota_us"),
+                ("cpu", "cpu.cfs_period_us"),
+                ("memory", "memory.limit_in_bytes"),
+            ):
                 with contextlib.suppress(OSError):
                     out[f] = _read(self.paths[key] / f)
         return out

@@ -227,12 +227,14 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
 
 def validate_spec(data: Any) -> DomainSpec:
     if not isinstance(data, dict):
-        raise ConfigError("a domain spec must be a table/mapping", hint="start it with name = \"vm1\"")
+        raise ConfigError("a domain spec must be a table/mapping", hint='start it with name = "vm1"')
     try:
         return DomainSpec.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(f"invalid domain spec: {format_validation_error(e)}",
-                          hint="fix the named fields; see `virtkit define --help` for the format") from e
+        raise ConfigError(
+            f"invalid domain spec: {format_validation_error(e)}",
+            hint="fix the named fields; see `virtkit define --help` for the format",
+        ) from e
 
 
 def parse_spec_text(text: str, fmt: str) -> DomainSpec:

@@ -18,8 +18,7 @@ class EventBus:
         self._lock = threading.Lock()
 
     def publish(self, type: str, domain: str | None = None, state: str | None = None, reason: str = "") -> None:
-        body: dict[str, Any] = {"time": time.time(), "type": type, "domain": domain, "state": state,
-                                "reason": reason}
+        body: dict[str, Any] = {"time": time.time(), "type": type, "domain": domain, "state": state, "reason": reason}
         body["seq"] = self.store.add_event(body)
         with self._lock:
             subs = list(self._subs)

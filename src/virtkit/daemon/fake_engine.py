@@ -39,8 +39,13 @@ class FakeAgent:
         return FakeExecResult(0, (" ".join(argv) + "\n").encode(), b"")
 
     def network_interfaces(self) -> list[dict[str, Any]]:
-        return [{"name": "eth0", "hardware-address": "52:54:00:00:00:01",
-                 "ip-addresses": [{"ip-address-type": "ipv4", "ip-address": "192.0.2.10", "prefix": 24}]}]
+        return [
+            {
+                "name": "eth0",
+                "hardware-address": "52:54:00:00:00:01",
+                "ip-addresses": [{"ip-address-type": "ipv4", "ip-address": "192.0.2.10", "prefix": 24}],
+            }
+        ]
 
 
 class FakeMachine:

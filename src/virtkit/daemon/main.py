@@ -48,8 +48,9 @@ def bind_unix(path: Path, group: str | None, mode: int) -> socket.socket:
         try:
             gid = grp.getgrnam(group).gr_gid
         except KeyError as e:
-            raise ConfigError(f"group {group!r} does not exist", hint="create it with groupadd, or drop "
-                              "--socket-group") from e
+            raise ConfigError(
+                f"group {group!r} does not exist", hint="create it with groupadd, or drop --socket-group"
+            ) from e
         os.chown(path, -1, gid)
     os.chmod(path, mode)
     s.listen(512)
@@ -88,22 +89,33 @@ def load_token(path: Path | None) -> str | None:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="virtkitd", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="virtkitd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--version", action="version", version=f"virtkitd {__version__}")
     ap.add_argument("--home", type=Path, help="state directory (default: $VIRTKIT_HOME, /var/lib/virtkit as root)")
     ap.add_argument("--socket", type=Path, help="unix socket path (default: <home>/virtkitd.sock)")
     ap.add_argument("--socket-group", help="group allowed to use the unix socket (mode 0660); default root only")
-    ap.add_argument("--socket-mode", type=lambda s: int(s, 8), default=None,
-                    help="octal mode of the unix socket (default 0600, or 0660 with --socket-group)")
+    ap.add_argument(
+        "--socket-mode",
+        type=lambda s: int(s, 8),
+        default=None,
+        help="octal mode of the unix socket (default 0600, or 0660 with --socket-group)",
+    )
     ap.add_argument("--tcp", metavar="HOST:PORT", help="also serve the API on TCP (needs a token)")
-    ap.add_argument("--token-file", type=Path,
-                    help="bearer token for TCP clients (created with a random token if missing; "
-                         "default <home>/api-token when --tcp is given)")
+    ap.add_argument(
+        "--token-file",
+        type=Path,
+        help="bearer token for TCP clients (created with a random token if missing; "
+        "default <home>/api-token when --tcp is given)",
+    )
     ap.add_argument("--no-autostart", action="store_true", help="do not start autostart domains")
     ap.add_argument("--no-cgroups", action="store_true", help="do not put VMs in cgroups")
-    ap.add_argument("--no-networks", action="store_true",
-                    help="leave host networks alone: no autostart of networks, only 'user' NICs")
+    ap.add_argument(
+        "--no-networks",
+        action="store_true",
+        help="leave host networks alone: no autostart of networks, only 'user' NICs",
+    )
     ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return ap
 
@@ -136,25 +148,34 @@ async def serve(args: argparse.Namespace) -> None:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as e:
-        raise ConfigError(f"another virtkitd already serves {home}",
-                          hint="use that one, or stop it first") from e
+        raise ConfigError(f"another virtkitd already serves {home}", hint="use that one, or stop it first") from e
     lock.write(str(os.getpid()))
     lock.flush()
 
-    service = Service(home, use_cgroups=False if args.no_cgroups else None,
-                      use_networks=False if args.no_networks else None)
+    service = Service(
+        home, use_cgroups=False if args.no_cgroups else None, use_networks=False if args.no_networks else None
+    )
     service.recover(autostart=not args.no_autostart)
     token = None
     sock_path: Path = args.socket or (home / "virtkitd.sock")
-    sockets = [bind_unix(sock_path, args.socket_group,
-                         args.socket_mode if args.socket_mode is not None else
-                         (0o660 if args.socket_group else 0o600))]
+    sockets = [
+        bind_unix(
+            sock_path,
+            args.socket_group,
+            args.socket_mode if args.socket_mode is not None else (0o660 if args.socket_group else 0o600),
+        )
+    ]
     if args.tcp:
         token = load_token(args.token_file or home / "api-token")
         sockets.append(bind_tcp(args.tcp))
     app = wrap(create_app(service, token), token)
-    config = uvicorn.Config(app, log_level=args.log_level, access_log=args.log_level == "debug",
-                            timeout_graceful_shutdown=2, ws="websockets-sansio")
+    config = uvicorn.Config(
+        app,
+        log_level=args.log_level,
+        access_log=args.log_level == "debug",
+        timeout_graceful_shutdown=2,
+        ws="websockets-sansio",
+    )
     server = _Server(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

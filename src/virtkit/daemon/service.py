@@ -87,8 +87,13 @@ def _network_manager() -> Any:
 
 
 class Service:
-    def __init__(self, home: Path, engine_factory: str | None = None, use_cgroups: bool | None = None,
-                 use_networks: bool | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        engine_factory: str | None = None,
+        use_cgroups: bool | None = None,
+        use_networks: bool | None = None,
+    ) -> None:
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
         self.vms_dir = home / "vms"
@@ -263,8 +268,10 @@ class Service:
         self.store.get_domain(name)
         h = self.handles.get(name)
         if h is None:
-            raise ConfigError(f"cannot {action} domain {name!r}: it is not running",
-                              hint=f"start it first with `virtkit start {name}`")
+            raise ConfigError(
+                f"cannot {action} domain {name!r}: it is not running",
+                hint=f"start it first with `virtkit start {name}`",
+            )
         return h
 
     def stats(self, name: str) -> DomainStats:
@@ -280,10 +287,15 @@ class Service:
             with contextlib.suppress(OSError, ValueError, IndexError):
                 mem = int(Path(f"/proc/{info.engine_pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         return DomainStats(
-            name=name, state=info.state, cpu_time_s=info.cpu_time_s, vcpus=info.vcpus,
-            memory_mib=info.memory_mib, memory_used_bytes=mem,
+            name=name,
+            state=info.state,
+            cpu_time_s=info.cpu_time_s,
+            vcpus=info.vcpus,
+            memory_mib=info.memory_mib,
+            memory_used_bytes=mem,
             memory_limit_bytes=info.spec.memory_limit_mib() * 1024 * 1024 if cg else None,
-            block=list(extra.get("block") or []), net=list(extra.get("net") or []),
+            block=list(extra.get("block") or []),
+            net=list(extra.get("net") or []),
         )
 
     def interfaces(self, name: str) -> list[Interface]:
@@ -316,9 +328,11 @@ class Service:
         if stdin is not None:
             args["stdin_b64"] = base64.b64encode(stdin.encode()).decode()
         r = ctl.call(h.ctl, "exec", args, timeout=(timeout or 60.0) + 30)
-        return ExecResult(exitcode=int(r["exitcode"]),
-                          stdout=base64.b64decode(r["stdout_b64"]).decode(errors="replace"),
-                          stderr=base64.b64decode(r["stderr_b64"]).decode(errors="replace"))
+        return ExecResult(
+            exitcode=int(r["exitcode"]),
+            stdout=base64.b64decode(r["stdout_b64"]).decode(errors="replace"),
+            stderr=base64.b64decode(r["stderr_b64"]).decode(errors="replace"),
+        )
 
     def wait_agent(self, name: str, timeout: float = 120.0) -> None:
         h = self._handle(name, "reach the agent of")
@@ -343,9 +357,14 @@ class Service:
         from virtkit.daemon import engines
 
         rows = self.store.list_domains()
-        return HostInfo(version=__version__, schema_version=self.store.schema_version(),
-                        cgroups=self.cgroup_version, engines=engines.availability(), domains=len(rows),
-                        running=len(self.handles))
+        return HostInfo(
+            version=__version__,
+            schema_version=self.store.schema_version(),
+            cgroups=self.cgroup_version,
+            engines=engines.availability(),
+            domains=len(rows),
+            running=len(self.handles),
+        )
 
     # -- lifecycle
     def _resolve(self, spec: DomainSpec, h: Handle) -> MachineSpec:
@@ -357,22 +376,28 @@ class Service:
                 raise ImageError("this virtkit build has no image builder", hint="use a boot section") from e
             img = build_image(spec.image)
             cmdline = getattr(img, "cmdline", None)
-            boot = BootSpec(kernel=img.kernel, initrd=img.initrd,
-                            **({"cmdline": cmdline} if cmdline else {}))
+            boot = BootSpec(kernel=img.kernel, initrd=img.initrd, **({"cmdline": cmdline} if cmdline else {}))
         else:
             assert spec.boot is not None
             if spec.boot.kernel is None:
-                raise ConfigError(f"{spec.name}: boot.disk is not supported by the engines yet",
-                                  hint="boot a kernel (boot.kernel) or use image = 'tiny'")
+                raise ConfigError(
+                    f"{spec.name}: boot.disk is not supported by the engines yet",
+                    hint="boot a kernel (boot.kernel) or use image = 'tiny'",
+                )
             for p in (spec.boot.kernel, spec.boot.initrd):
                 if p is not None and not p.is_file():
                     raise ConfigError(f"{spec.name}: {p} does not exist", hint="fix the path in the boot section")
-            boot = BootSpec(kernel=spec.boot.kernel, initrd=spec.boot.initrd,
-                            **({"cmdline": spec.boot.cmdline} if spec.boot.cmdline else {}))
+            boot = BootSpec(
+                kernel=spec.boot.kernel,
+                initrd=spec.boot.initrd,
+                **({"cmdline": spec.boot.cmdline} if spec.boot.cmdline else {}),
+            )
         for i, disk in enumerate(spec.disks):
             if not disk.path.exists():
-                raise ConfigError(f"{spec.name}: disks.{i}.path {disk.path} does not exist",
-                                  hint="create it (qemu-img create) or fix the path")
+                raise ConfigError(
+                    f"{spec.name}: disks.{i}.path {disk.path} does not exist",
+                    hint="create it (qemu-img create) or fix the path",
+                )
         nics: list[NicSpec] = []
         for i, n in enumerate(spec.nics):
             if n.kind is not None:
@@ -380,15 +405,25 @@ class Service:
                 continue
             nm = self.networks()
             if nm is None:
-                raise ConfigError(f"{spec.name}: nics.{i} asks for network {n.network!r} but this virtkit has "
-                                  "no network layer", hint="use nics = ['user']")
+                raise ConfigError(
+                    f"{spec.name}: nics.{i} asks for network {n.network!r} but this virtkit has no network layer",
+                    hint="use nics = ['user']",
+                )
             nic = nm.attach_nic(spec.name, i, n.network)
             if n.mac:
                 nic = nic.model_copy(update={"mac": n.mac})
             nics.append(nic)
             h.nics_attached.append(i)
-        return MachineSpec(name=spec.name, engine=spec.engine, vcpus=spec.vcpus, memory_mib=spec.memory,
-                           boot=boot, disks=tuple(spec.disks), nics=tuple(nics), agent=spec.agent)
+        return MachineSpec(
+            name=spec.name,
+            engine=spec.engine,
+            vcpus=spec.vcpus,
+            memory_mib=spec.memory,
+            boot=boot,
+            disks=tuple(spec.disks),
+            nics=tuple(nics),
+            agent=spec.agent,
+        )
 
     def _detach_nics(self, h: Handle) -> None:
         nm = self.networks() if h.nics_attached else None
@@ -425,17 +460,27 @@ class Service:
         cg = self._cg(name) if self.cgroup_version else None
         if cg is not None:
             cg.create(CgroupLimits(cpus=spec.cpu_limit(), memory_bytes=spec.memory_limit_mib() * 1024 * 1024))
-        config = {"name": name, "machine": mspec.model_dump(mode="json"), "engine": spec.engine,
-                  "engine_factory": self.engine_factory, "cgroup": cg is not None,
-                  "cgroup_parent": self.cgroup_parent}
+        config = {
+            "name": name,
+            "machine": mspec.model_dump(mode="json"),
+            "engine": spec.engine,
+            "engine_factory": self.engine_factory,
+            "cgroup": cg is not None,
+            "cgroup_parent": self.cgroup_parent,
+        }
         write_atomic(d / CONFIG, json.dumps(config))
         rfd, wfd = os.pipe()
         log = open(d / "vmproc.log", "ab")  # noqa: SIM115 - handed to the child
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "virtkit.daemon.vmproc", str(d), "--ready-fd", str(wfd)],
-                pass_fds=(wfd,), start_new_session=True, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                cwd=d, env=self._child_env(),
+                pass_fds=(wfd,),
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=d,
+                env=self._child_env(),
             )
         finally:
             os.close(wfd)
@@ -597,13 +642,17 @@ class Service:
         with self.lock(name):
             row = self.store.get_domain(name)
             if any(s.name == snap for s in self.store.list_snapshots(name)):
-                raise Conflict(f"domain {name!r} already has a snapshot {snap!r}",
-                               hint="pick another snapshot name or delete the old one")
+                raise Conflict(
+                    f"domain {name!r} already has a snapshot {snap!r}",
+                    hint="pick another snapshot name or delete the old one",
+                )
             h = self.handles.get(name)
             state = self._live_state(row)
             if memory and h is None:
-                raise ConfigError(f"cannot save the memory of {name!r}: it is {state}",
-                                  hint="start it first, or take a disk-only snapshot")
+                raise ConfigError(
+                    f"cannot save the memory of {name!r}: it is {state}",
+                    hint="start it first, or take a disk-only snapshot",
+                )
             sd = self._snapdir(name, snap)
             sd.mkdir(parents=True, exist_ok=True)
             paused_here = False
@@ -632,13 +681,23 @@ class Service:
             s = SnapshotRow(name, snap, time.time(), description, with_memory, state)
             self.store.add_snapshot(s)
         self.events.publish("snapshot", name, str(state), f"created {snap}")
-        return SnapshotInfo(domain=name, name=snap, created=s.created, description=description,
-                            memory=with_memory, state=state)
+        return SnapshotInfo(
+            domain=name, name=snap, created=s.created, description=description, memory=with_memory, state=state
+        )
 
     def snapshot_list(self, name: str) -> list[SnapshotInfo]:
         self.store.get_domain(name)
-        return [SnapshotInfo(domain=s.domain, name=s.name, created=s.created, description=s.description,
-                             memory=s.memory, state=s.state) for s in self.store.list_snapshots(name)]
+        return [
+            SnapshotInfo(
+                domain=s.domain,
+                name=s.name,
+                created=s.created,
+                description=s.description,
+                memory=s.memory,
+                state=s.state,
+            )
+            for s in self.store.list_snapshots(name)
+        ]
 
     def snapshot_revert(self, name: str, snap: str) -> DomainInfo:
         with self.lock(name):
@@ -654,8 +713,9 @@ class Service:
                 ctl.call(h.ctl, "snapshot_load", {"name": snap}, timeout=600)
                 if s.state == DomainState.RUNNING:
                     ctl.call(h.ctl, "resume", timeout=30)
-                self._set_state(name, DomainState(ctl.call(h.ctl, "status", timeout=10)["state"]),
-                                f"reverted to {snap}")
+                self._set_state(
+                    name, DomainState(ctl.call(h.ctl, "status", timeout=10)["state"]), f"reverted to {snap}"
+                )
             else:
                 if h is not None:
                     with contextlib.suppress(ctl.SupervisorGone):

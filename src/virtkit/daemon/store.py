@@ -165,24 +165,30 @@ class Store:
         return DomainRow(r[0], DomainSpec.model_validate_json(r[1]), bool(r[2]), r[3], DomainState(r[4]), r[5])
 
     def get_domain(self, name: str) -> DomainRow:
-        r = self._connect().execute(
-            "SELECT name, spec, autostart, created, state, state_reason FROM domains WHERE name=?", (name,)
-        ).fetchone()
+        r = (
+            self._connect()
+            .execute("SELECT name, spec, autostart, created, state, state_reason FROM domains WHERE name=?", (name,))
+            .fetchone()
+        )
         if r is None:
             raise self._nf(name)
         return self._row(r)
 
     def list_domains(self) -> list[DomainRow]:
-        rows = self._connect().execute(
-            "SELECT name, spec, autostart, created, state, state_reason FROM domains ORDER BY name"
-        ).fetchall()
+        rows = (
+            self._connect()
+            .execute("SELECT name, spec, autostart, created, state, state_reason FROM domains ORDER BY name")
+            .fetchall()
+        )
         return [self._row(r) for r in rows]
 
     def list_summaries(self) -> list[tuple[str, DomainState, bool, str]]:
         """(name, state, autostart, engine) of every domain, without parsing the specs (``list`` is hot)."""
-        rows = self._connect().execute(
-            "SELECT name, state, autostart, json_extract(spec, '$.engine') FROM domains ORDER BY name"
-        ).fetchall()
+        rows = (
+            self._connect()
+            .execute("SELECT name, state, autostart, json_extract(spec, '$.engine') FROM domains ORDER BY name")
+            .fetchall()
+        )
         return [(r[0], DomainState(r[1]), bool(r[2]), str(r[3])) for r in rows]
 
     def set_state(self, name: str, state: DomainState, reason: str = "") -> None:
@@ -213,28 +219,35 @@ class Store:
                     (snap.domain, snap.name, snap.created, snap.description, int(snap.memory), str(snap.state)),
                 )
         except sqlite3.IntegrityError as e:
-            raise Conflict(f"domain {snap.domain!r} already has a snapshot {snap.name!r}",
-                           hint="pick another snapshot name or delete the old one") from e
+            raise Conflict(
+                f"domain {snap.domain!r} already has a snapshot {snap.name!r}",
+                hint="pick another snapshot name or delete the old one",
+            ) from e
 
     def list_snapshots(self, domain: str) -> list[SnapshotRow]:
-        rows = self._connect().execute(
-            "SELECT domain, name, created, description, memory, state FROM snapshots WHERE domain=?"
-            " ORDER BY created", (domain,)
-        ).fetchall()
+        rows = (
+            self._connect()
+            .execute(
+                "SELECT domain, name, created, description, memory, state FROM snapshots WHERE domain=?"
+                " ORDER BY created",
+                (domain,),
+            )
+            .fetchall()
+        )
         return [SnapshotRow(r[0], r[1], r[2], r[3], bool(r[4]), DomainState(r[5])) for r in rows]
 
     def get_snapshot(self, domain: str, name: str) -> SnapshotRow:
         for s in self.list_snapshots(domain):
             if s.name == name:
                 return s
-        raise NotFound(f"domain {domain!r} has no snapshot {name!r}",
-                       hint=f"see `virtkit snapshot-list {domain}`")
+        raise NotFound(f"domain {domain!r} has no snapshot {name!r}", hint=f"see `virtkit snapshot-list {domain}`")
 
     def remove_snapshot(self, domain: str, name: str) -> None:
         with self.tx() as t:
             if t.execute("DELETE FROM snapshots WHERE domain=? AND name=?", (domain, name)).rowcount == 0:
-                raise NotFound(f"domain {domain!r} has no snapshot {name!r}",
-                               hint=f"see `virtkit snapshot-list {domain}`")
+                raise NotFound(
+                    f"domain {domain!r} has no snapshot {name!r}", hint=f"see `virtkit snapshot-list {domain}`"
+                )
 
     # -- events (a bounded log so a client that reconnects can catch up)
     def add_event(self, body: dict[str, object]) -> int:

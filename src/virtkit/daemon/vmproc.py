@@ -228,8 +228,9 @@ class Supervisor:
             return
         path = getattr(m, "console_socket", None)
         if path is None:
-            raise EngineError(f"the {m.engine} engine has no console input",
-                              hint="use `virtkit exec` to run commands in the guest")
+            raise EngineError(
+                f"the {m.engine} engine has no console input", hint="use `virtkit exec` to run commands in the guest"
+            )
         with self.console_lock:
             if self.console_sock is None:
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -297,15 +298,24 @@ class Supervisor:
             with contextlib.suppress(Exception):
                 for b in qmp("query-blockstats"):
                     st = b.get("stats", {})
-                    out["block"].append({"device": b.get("qdev") or b.get("node-name") or b.get("device"),
-                                         **{k: st.get(k) for k in ("rd_bytes", "wr_bytes", "rd_operations",
-                                                                  "wr_operations", "flush_operations")}})
+                    out["block"].append(
+                        {
+                            "device": b.get("qdev") or b.get("node-name") or b.get("device"),
+                            **{
+                                k: st.get(k)
+                                for k in ("rd_bytes", "wr_bytes", "rd_operations", "wr_operations", "flush_operations")
+                            },
+                        }
+                    )
         if not out["net"] and self.agent_lock.acquire(timeout=1.0):  # never queue behind a long exec
             try:
                 agent = m.agent()
                 call = getattr(agent, "call", None)
-                ifaces = (call("guest-network-get-interfaces", timeout=3.0) if call is not None
-                          else agent.network_interfaces())
+                ifaces = (
+                    call("guest-network-get-interfaces", timeout=3.0)
+                    if call is not None
+                    else agent.network_interfaces()
+                )
             except Exception:
                 ifaces = []
             finally:
@@ -315,10 +325,18 @@ class Supervisor:
                     st = it.get("statistics") or {}
                     if it.get("name") == "lo":
                         continue
-                    out["net"].append({"device": it.get("name"), "rx_bytes": st.get("rx-bytes"),
-                                       "tx_bytes": st.get("tx-bytes"), "rx_packets": st.get("rx-packets"),
-                                       "tx_packets": st.get("tx-packets"), "rx_errs": st.get("rx-errs"),
-                                       "tx_errs": st.get("tx-errs"), "source": "guest agent"})
+                    out["net"].append(
+                        {
+                            "device": it.get("name"),
+                            "rx_bytes": st.get("rx-bytes"),
+                            "tx_bytes": st.get("tx-bytes"),
+                            "rx_packets": st.get("rx-packets"),
+                            "tx_packets": st.get("tx-packets"),
+                            "rx_errs": st.get("rx-errs"),
+                            "tx_errs": st.get("tx-errs"),
+                            "source": "guest agent",
+                        }
+                    )
         return out
 
     # -- life
@@ -393,8 +411,7 @@ class Supervisor:
         if m is not None:
             with contextlib.suppress(Exception):
                 m.destroy()  # release the engine's resources even after a crash
-        write_atomic(self.vmdir / STATEFILE, json.dumps({"state": str(state), "reason": reason,
-                                                         "time": time.time()}))
+        write_atomic(self.vmdir / STATEFILE, json.dumps({"state": str(state), "reason": reason, "time": time.time()}))
         self.emit(event="state", state=str(state), reason=reason, final=True)
         self.done.set()
         for p in (CTL, PIDFILE):

@@ -13,16 +13,32 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from virtkit.errors import HostError
+
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 2.0
 
 
+def listen(path: Path) -> SocketBridge:
+    """The bridge for a machine's agent socket, or a HostError naming the path."""
+    try:
+        return SocketBridge(path, lambda data: None)
+    except OSError as e:
+        raise HostError(
+            f"cannot listen on the agent socket {path}: {e.strerror}",
+            hint="pass a path in an existing, writable directory",
+        ) from e
+
+
 class SocketBridge:
+    """Outlives the machines a Runner builds (a guest reboot keeps the client connected, as with QEMU):
+    each build points ``deliver`` at its console port and detaches it when the machine closes."""
+
     def __init__(self, path: Path, deliver: Callable[[bytes], object]) -> None:
         """``deliver`` takes bytes from the client to the guest (``Console.input`` for the port)."""
         self.path = path
-        self._deliver = deliver
+        self.deliver = deliver
         self._client: socket.socket | None = None
         self._lock = threading.Lock()
         self._closing = False
@@ -82,7 +98,7 @@ class SocketBridge:
                         sel.unregister(client)
                         self._drop(client)
                         continue
-                    self._deliver(data)
+                    self.deliver(data)
         except Exception:  # the bridge must never take the VMM down
             log.exception("agent socket bridge %s failed", self.path)
         finally:

@@ -5,6 +5,7 @@ memory, attach devices, set up the vCPUs."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +29,7 @@ from virtkit.devices.bus import Bus
 from virtkit.devices.trigger import IrqLine
 from virtkit.errors import ConfigError, HostError
 from virtkit.hypervisor.base import Hypervisor, HypervisorError, Vm
-from virtkit.machine.agent_socket import SocketBridge
+from virtkit.machine.agent_socket import SocketBridge, listen
 from virtkit.machine.config import Outcome, VmmConfig
 from virtkit.machine.irqfd import MsiSender
 from virtkit.machine.notifier import Notifier
@@ -74,6 +75,7 @@ def build(
     hypervisor: Hypervisor,
     console: Callable[[bytes], None],
     mem_available_mib: int | None = None,
+    agent: SocketBridge | None = None,
 ) -> Vmm:
     kernel, cmdline = preflight(config, mem_available_mib)
     initrd_data = read_initrd(config.initrd)
@@ -86,7 +88,7 @@ def build(
         features = tuple(paravirt_features(guest_cpuid(hypervisor.supported_cpuid(), 0, 1, config.paravirt)))
         vmm = Vmm(vm, memory, Bus("pio", 0x10000), Bus("mmio", 1 << 48), entry.protocol, features)
         attach_devices(vmm, config, console)
-        attach_virtio(vmm, config, console)
+        attach_virtio(vmm, config, console, agent)
         create_vcpus(vmm, hypervisor, config, entry)
         return vmm
     except BaseException:
@@ -171,32 +173,38 @@ def attach_devices(vmm: Vmm, config: VmmConfig, console: Callable[[bytes], None]
 
 
 def virtio_devices(
-    config: VmmConfig, console: Callable[[bytes], None], closers: list[Callable[[], None]]
+    config: VmmConfig,
+    console: Callable[[bytes], None],
+    closers: list[Callable[[], None]],
+    agent: SocketBridge | None = None,
 ) -> list[VirtioDevice]:
-    """The virtio devices; what must be closed with the machine (the agent socket) goes on ``closers``."""
+    """The virtio devices; what must be closed with the machine goes on ``closers``. ``agent``: a bridge the
+    caller owns (the Runner keeps one across reboots); without one, the machine opens and closes its own."""
     devices: list[VirtioDevice] = []
     if config.agent_socket is not None:
-        agent = Port(AGENT_PORT, lambda data: None)
-        vcon = Console([Port(None, console), agent])
-        try:
-            bridge = SocketBridge(config.agent_socket, lambda data: vcon.input(1, data))
-        except OSError as e:
-            raise HostError(
-                f"cannot listen on the agent socket {config.agent_socket}: {e.strerror}",
-                hint="pass a path in an existing, writable directory",
-            ) from e
-        agent.output = bridge.output
-        closers.append(bridge.close)
+        if agent is None:
+            agent = listen(config.agent_socket)
+            closers.append(agent.close)
+        bridge = agent
+        vcon = Console([Port(None, console), Port(AGENT_PORT, bridge.output)])
+        bridge.deliver = functools.partial(vcon.input, 1)
+        closers.append(lambda: setattr(bridge, "deliver", _drop))  # between boots, client bytes go nowhere
         devices.append(vcon)
     if config.virtio_rng:
         devices.append(Rng())
     return devices
 
 
-def attach_virtio(vmm: Vmm, config: VmmConfig, console: Callable[[bytes], None]) -> None:
+def _drop(data: bytes) -> None:
+    pass
+
+
+def attach_virtio(
+    vmm: Vmm, config: VmmConfig, console: Callable[[bytes], None], agent: SocketBridge | None = None
+) -> None:
     """The PCI root and the virtio devices, with ioeventfd notifications and irqfd MSIs. Their host-side
     backends go on ``vmm.closers`` as soon as they exist, so a failure later in the build closes them."""
-    devices = virtio_devices(config, console, vmm.closers)
+    devices = virtio_devices(config, console, vmm.closers, agent)
     notifier = Notifier(vmm.vm) if devices and config.ioeventfd else None
     msi = MsiSender(vmm.vm) if devices and config.irqfd else None
     if msi is not None:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from virtkit.hypervisor.base import Hypervisor
+from virtkit.machine.agent_socket import SocketBridge, listen
 from virtkit.machine.builder import build
 from virtkit.machine.config import Outcome, VmmConfig
 from virtkit.machine.console import ConsoleSink
@@ -49,6 +50,15 @@ class Runner:
             return self._state
 
     def run(self) -> Outcome:
+        # the agent's socket lives as long as the machine, across guest reboots
+        agent = listen(self.config.agent_socket) if self.config.agent_socket is not None else None
+        try:
+            return self._run(agent)
+        finally:
+            if agent is not None:
+                agent.close()
+
+    def _run(self, agent: SocketBridge | None) -> Outcome:
         hypervisor = self._hypervisor()
         while True:
             with self._lock:
@@ -56,7 +66,7 @@ class Runner:
                     outcome = Outcome("stopped", "stopped before boot")
                     break
                 t0 = time.monotonic()
-                vmm = build(self.config, hypervisor, self.console.write, self._mem_available_mib)
+                vmm = build(self.config, hypervisor, self.console.write, self._mem_available_mib, agent)
                 self.timings.setdefault("build", time.monotonic() - t0)
                 self._vmm = vmm
                 self._restart_requested = False
