@@ -138,8 +138,8 @@ def run(
     """
     from virtkit.cli import runcmd
 
-    if engine == "native" and kernel is not None and not ctx.args:
-        # Part 1 of the native engine: the guest's serial console on this terminal until it powers off.
+    if engine == "native" and kernel is not None and initrd is None and not ctx.args:
+        # A bare kernel (no initrd, so no agent): its serial console on this terminal until it powers off.
         from virtkit.cli.native import run_native
 
         try:
