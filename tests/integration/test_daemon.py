@@ -212,3 +212,26 @@ def test_snapshots_memory_in_qcow2_and_disk_only_on_raw(vkd: Daemon, image: Any,
     assert r.stdout == "AAAA"
     for n in ("mem", "dsk"):
         c.destroy(n)
+
+
+def test_domain_boots_from_a_disk(vkd: Daemon, tmp_path: Path) -> None:
+    """boot.disk: firmware loads the disk's boot sector (tests/guests/bootsector.S prints a marker)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("gcc") is None or shutil.which("ld") is None:
+        pytest.skip("gcc and binutils are needed for the boot sector")
+    src = Path(__file__).resolve().parents[1] / "guests" / "bootsector.S"
+    subprocess.run(["gcc", "-c", "-m32", "-o", tmp_path / "bs.o", src], check=True)
+    subprocess.run(
+        ["ld", "-m", "elf_i386", "-Ttext", "0x7c00", "--oformat", "binary", "-o", tmp_path / "bs.bin", tmp_path / "bs.o"],
+        check=True,
+    )
+    disk = tmp_path / "boot.raw"
+    disk.write_bytes((tmp_path / "bs.bin").read_bytes() + bytes(1 << 20))
+    c = vkd.client()
+    c.define({"name": "diskboot", "boot": {"disk": str(disk)}, "agent": False})
+    assert c.start("diskboot").state == "running"
+    _wait(lambda: "virtkit: booted from disk" in c.console("diskboot")[0], 60)
+    c.destroy("diskboot")
+    c.undefine("diskboot")

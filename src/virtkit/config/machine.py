@@ -32,11 +32,21 @@ class _Frozen(BaseModel):
 
 
 class BootSpec(_Frozen):
-    """Direct kernel boot: a kernel, an optional initrd and a command line."""
+    """Direct kernel boot (a kernel, an optional initrd and a command line), or firmware boot from a disk."""
 
-    kernel: Path
+    kernel: Path | None = None
     initrd: Path | None = None
     cmdline: str = defaults.DEFAULT_CMDLINE
+    disk: Path | None = None
+    disk_format: Literal["raw", "qcow2"] = "raw"
+
+    @model_validator(mode="after")
+    def _one_way(self) -> BootSpec:
+        if (self.kernel is None) == (self.disk is None):
+            raise ValueError("boot from a kernel or from a disk: give exactly one of kernel and disk")
+        if self.disk is not None and self.initrd is not None:
+            raise ValueError("initrd only goes with kernel")
+        return self
 
 
 class DiskSpec(_Frozen):

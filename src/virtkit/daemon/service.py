@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from virtkit import __version__
+from virtkit.config import defaults
 from virtkit.config.machine import BootSpec, DiskSpec, MachineSpec, NicSpec
 from virtkit.daemon import cgroups, ctl
 from virtkit.daemon.cgroups import CgroupLimits, VmCgroup
@@ -41,6 +42,7 @@ from virtkit.daemon.models import (
 from virtkit.daemon.store import Conflict, DomainRow, NotFound, SnapshotRow, Store
 from virtkit.daemon.vmproc import CONFIG, CTL, PIDFILE, STATEFILE, load_factory, write_atomic
 from virtkit.errors import ConfigError, EngineError, HostError, ImageError
+from virtkit.storage.disks import inspect_disk
 
 DEFAULT_ENGINE_FACTORY = "virtkit.daemon.engines:make_engine"
 DEFAULT_IMAGE_FACTORY = "virtkit.images:build_image"
@@ -379,19 +381,18 @@ class Service:
             boot = BootSpec(kernel=img.kernel, initrd=img.initrd, **({"cmdline": cmdline} if cmdline else {}))
         else:
             assert spec.boot is not None
-            if spec.boot.kernel is None:
-                raise ConfigError(
-                    f"{spec.name}: boot.disk is not supported by the engines yet",
-                    hint="boot a kernel (boot.kernel) or use image = 'tiny'",
-                )
-            for p in (spec.boot.kernel, spec.boot.initrd):
+            for p in (spec.boot.kernel, spec.boot.initrd, spec.boot.disk):
                 if p is not None and not p.is_file():
                     raise ConfigError(f"{spec.name}: {p} does not exist", hint="fix the path in the boot section")
-            boot = BootSpec(
-                kernel=spec.boot.kernel,
-                initrd=spec.boot.initrd,
-                **({"cmdline": spec.boot.cmdline} if spec.boot.cmdline else {}),
-            )
+            if spec.boot.disk is not None:
+                fmt = inspect_disk(spec.boot.disk).format
+                boot = BootSpec(disk=spec.boot.disk, disk_format="qcow2" if fmt == "qcow2" else "raw")
+            else:
+                boot = BootSpec(
+                    kernel=spec.boot.kernel,
+                    initrd=spec.boot.initrd,
+                    cmdline=spec.boot.cmdline or defaults.DEFAULT_CMDLINE,
+                )
         for i, disk in enumerate(spec.disks):
             if not disk.path.exists():
                 raise ConfigError(

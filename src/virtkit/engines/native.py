@@ -35,6 +35,11 @@ READY_TIMEOUT_S = 60.0
 
 
 def vmm_config(spec: MachineSpec) -> VmmConfig:
+    if spec.boot.kernel is None:
+        raise ConfigError(
+            f"machine {spec.name}: the native engine boots kernels directly and has no firmware to boot a disk",
+            hint="give boot.kernel (and initrd), or use --engine qemu for disk boot",
+        )
     return VmmConfig(
         kernel=spec.boot.kernel,
         initrd=spec.boot.initrd,

@@ -114,12 +114,19 @@ class QemuEngine:
             f"socket,id=serial0,path={workdir / 'console.sock'},server=on,wait=off,"
             f"logfile={workdir / 'console.log'},logappend=on",
             "-serial", "chardev:serial0",
-            "-kernel", str(spec.boot.kernel),
-            "-append", _cmdline(spec),
             "-device", "virtio-rng-pci",
         ]  # fmt: skip
-        if spec.boot.initrd:
-            argv += ["-initrd", str(spec.boot.initrd)]
+        if spec.boot.kernel is not None:
+            argv += ["-kernel", str(spec.boot.kernel), "-append", _cmdline(spec)]
+            if spec.boot.initrd:
+                argv += ["-initrd", str(spec.boot.initrd)]
+        else:
+            # Firmware (SeaBIOS) boots the boot disk: the first virtio-blk device, bootindex 0.
+            argv += [
+                "-blockdev", f"driver=file,filename={spec.boot.disk},node-name=bootfile",
+                "-blockdev", f"driver={spec.boot.disk_format},file=bootfile,node-name=bootdisk",
+                "-device", "virtio-blk-pci,drive=bootdisk,id=vdboot,bootindex=0",
+            ]  # fmt: skip
         if spec.agent:
             argv += [
                 "-device", "virtio-serial-pci,id=vser0",
@@ -159,9 +166,13 @@ class QemuEngine:
         return fds
 
     def _check(self, spec: MachineSpec) -> None:
-        for what, path in (("kernel", spec.boot.kernel), ("initrd", spec.boot.initrd)):
+        for what, path in (("kernel", spec.boot.kernel), ("initrd", spec.boot.initrd), ("boot disk", spec.boot.disk)):
             if path is not None and not path.is_file():
                 raise ConfigError(f"{what} {path} does not exist", hint=f"fix the {what} path or build the image")
+        if spec.boot.disk is not None:
+            info = inspect_disk(spec.boot.disk, spec.boot.disk_format)
+            if info.format != spec.boot.disk_format:
+                raise ConfigError(f"boot disk {spec.boot.disk} is {info.format}, not {spec.boot.disk_format}")
         for disk in spec.disks:
             info = inspect_disk(disk.path, disk.format)
             if info.format != disk.format:
