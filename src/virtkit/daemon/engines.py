@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import inspect
-import time
 from pathlib import Path
-from typing import Any
 
 from virtkit.config.machine import MachineSpec
 from virtkit.engines.base import Engine, Machine
-from virtkit.errors import EngineError
 
 
 def make_engine(requested: str) -> Engine:
@@ -18,24 +14,10 @@ def make_engine(requested: str) -> Engine:
     return pick_engine(requested)
 
 
-def start_machine(engine: Any, spec: MachineSpec, workdir: Path) -> Machine:
-    """Start ``spec``; where the engine can, tie the engine process's life to the supervisor's, so a dead
-    supervisor never leaves an unsupervised guest behind."""
-    kw = {}
-    with_params = inspect.signature(engine.start).parameters
-    if "die_with_parent" in with_params:
-        kw["die_with_parent"] = True
-    for attempt in range(3):
-        try:
-            m: Machine = engine.start(spec, workdir, **kw)
-            return m
-        except EngineError as e:
-            # QEMU creates its QMP socket file at bind() and listens a moment later; a connect in that gap
-            # is refused (seen under load). The engine has already cleaned up; starting again is safe.
-            if "Connection refused" not in e.message or attempt == 2:
-                raise
-            time.sleep(0.2)
-    raise AssertionError("unreachable")
+def start_machine(engine: Engine, spec: MachineSpec, workdir: Path) -> Machine:
+    """Start ``spec`` with the engine process's life tied to the supervisor's, so a dead supervisor never
+    leaves an unsupervised guest behind. (A refused QMP connect at start is retried inside the engine.)"""
+    return engine.start(spec, workdir, die_with_parent=True)
 
 
 def availability() -> dict[str, str]:

@@ -141,7 +141,8 @@ class FakeEngine:
     def availability(self) -> Availability:
         return Availability(True, Technique.BINARY_TRANSLATION, "fake engine for tests")
 
-    def start(self, spec: MachineSpec, workdir: Path) -> FakeMachine:
+    def start(self, spec: MachineSpec, workdir: Path, die_with_parent: bool = False) -> FakeMachine:
+        # The stand-in process is not tied to its parent: tests rely on the cgroup to reap it.
         return FakeMachine(spec, workdir)
 
 
