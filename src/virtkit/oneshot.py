@@ -16,7 +16,7 @@ from pathlib import Path
 
 from virtkit.config import defaults
 from virtkit.config.machine import BootSpec, DiskSpec, MachineSpec, NicSpec
-from virtkit.engines.base import Engine, Machine
+from virtkit.engines.base import Engine, Machine, VmState
 
 
 @dataclass
@@ -90,8 +90,6 @@ def oneshot(
 
 def _stop(machine: Machine, timeout: float = 10.0) -> None:
     """Power off through the agent (fast, clean); fall back to ACPI, then destroy."""
-    from virtkit.engines.base import VmState
-
     with contextlib.suppress(Exception):
         if machine.status() is VmState.RUNNING:
             machine.agent().shutdown("powerdown")
