@@ -6,16 +6,25 @@ replies from earlier clients or from commands queued before the agent started, s
 starts with ``guest-sync-delimited``: the agent answers it with a 0xFF byte followed by the id we
 sent, which tells us exactly where fresh replies begin. Works with the stock qemu-ga and any agent
 that implements the same commands.
+
+QGA replies carry no request id, so the client is only ever "in step" right after a successful sync.
+Anything that may leave a reply in flight (a timeout, a lost connection, an interrupted call, the
+guest restarting) marks the stream out of step, and the next call resynchronises first. The 0xFF we
+send ahead of each sync makes the agent reset its parser, and it answers that byte with a "stray
+'\\xff'" error: that reply, like every other stale one, comes before the agent's own 0xFF and is
+discarded by the sync.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import random
 import socket
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +54,10 @@ class AgentClient:
         self.timeout = timeout
         self._sock: socket.socket | None = None
         self._buf = b""
+        self._in_step = False  # True only between a successful sync and the next failure
+        self._interrupted: str | None = None
+        self._busy = 0  # calls in progress on this thread (sync runs inside call)
+        self._guard = threading.Lock()  # interrupt() may come from another thread
 
     # -- connection ----------------------------------------------------------------------------
     def _connect(self) -> socket.socket:
@@ -60,13 +73,59 @@ class AgentClient:
                 ) from exc
             self._sock = sock
             self._buf = b""
+            self._in_step = False
         return self._sock
 
     def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        with self._guard:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
             self._buf = b""
+            self._in_step = False
+
+    @property
+    def in_step(self) -> bool:
+        """Whether the next reply on the stream is known to answer the next request."""
+        return self._in_step
+
+    def interrupt(self, reason: str) -> None:
+        """Abort the call in progress (from any thread), e.g. because the guest restarted under it.
+
+        The waiting call raises AgentError(reason); the connection is dropped, so the next call
+        reconnects and resynchronises instead of taking the aborted call's late reply as its own.
+        """
+        with self._guard:
+            self._in_step = False
+            if self._sock is None:
+                return
+            if self._busy:
+                self._interrupted = reason
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked recv
+            else:
+                self._sock.close()
+                self._sock = None
+                self._buf = b""
+
+    @contextlib.contextmanager
+    def _working(self) -> Iterator[None]:
+        with self._guard:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._guard:
+                self._busy -= 1
+                if not self._busy:
+                    self._interrupted = None
+
+    def _check_interrupted(self) -> None:
+        with self._guard:
+            reason, self._interrupted = self._interrupted, None
+        if reason is not None:
+            self.close()
+            raise AgentError(reason, hint="run the command again once the guest agent is back")
 
     def __enter__(self) -> AgentClient:
         return self
@@ -75,6 +134,7 @@ class AgentClient:
         self.close()
 
     def _send(self, obj: dict[str, Any], prefix: bytes = b"") -> None:
+        self._check_interrupted()
         sock = self._connect()
         try:
             sock.sendall(prefix + json.dumps(obj).encode() + b"\n")
@@ -92,10 +152,13 @@ class AgentClient:
         try:
             chunk = sock.recv(_READ_CHUNK)
         except TimeoutError:
+            self._check_interrupted()
             return False
         except OSError as exc:
+            self._check_interrupted()
             self.close()
             raise AgentError(f"lost the guest agent connection: {exc.strerror}") from exc
+        self._check_interrupted()
         if not chunk:
             self.close()
             raise AgentError("the guest agent channel closed", hint="the guest may have shut down")
@@ -123,11 +186,17 @@ class AgentClient:
     # -- protocol ------------------------------------------------------------------------------
     def sync(self, timeout: float = 2.0) -> None:
         """Resynchronise the stream; raises AgentError if the agent does not answer in time."""
+        with self._working():
+            self._sync(timeout)
+
+    def _sync(self, timeout: float) -> None:
+        self._in_step = False
         sync_id = random.randint(1, 2**31 - 1)
         self._send({"execute": "guest-sync-delimited", "arguments": {"id": sync_id}}, prefix=_SYNC_BYTE)
         deadline = time.monotonic() + timeout
         while True:
-            # Discard everything before the agent's 0xFF delimiter: stale replies and garbage.
+            # Discard everything before the agent's 0xFF delimiter: stale replies, the agent's error
+            # for our own 0xFF, and garbage. Then skip sync replies meant for earlier ids.
             idx = self._buf.find(_SYNC_BYTE)
             if idx >= 0:
                 self._buf = self._buf[idx + 1 :]
@@ -135,6 +204,7 @@ class AgentClient:
                 if obj is None:
                     break
                 if obj.get("return") == sync_id:
+                    self._in_step = True
                     return
                 continue
             self._buf = b""
@@ -165,17 +235,22 @@ class AgentClient:
         raise AgentError(f"the guest agent was not ready after {timeout:g}s ({last})")
 
     def call(self, command: str, arguments: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
-        if self._sock is None:
-            self.sync()
+        with self._working():
+            return self._call(command, arguments, timeout)
+
+    def _call(self, command: str, arguments: dict[str, Any] | None, timeout: float | None) -> Any:
+        if not self._in_step:
+            self._sync(2.0)
         msg: dict[str, Any] = {"execute": command}
         if arguments:
             msg["arguments"] = arguments
         self._send(msg)
         deadline = time.monotonic() + (timeout or self.timeout)
+        self._in_step = False  # until this call's reply is read, a late reply could be taken as the next one's
         obj = self._read_object(deadline)
         if obj is None:
-            self.close()  # the reply may still come; never mistake it for the next one
             raise AgentError(f"the guest agent did not answer {command} in time")
+        self._in_step = True
         if "error" in obj:
             err = obj["error"]
             raise AgentError(f"{command}: {err.get('desc', err)} ({err.get('class', 'error')})")
@@ -205,6 +280,10 @@ class AgentClient:
             args["env"] = list(env)
         if input is not None:
             args["input-data"] = base64.b64encode(input).decode()
+        with self._working():  # an interrupt between the polls ends the whole exec
+            return self._exec(argv, args, timeout)
+
+    def _exec(self, argv: Sequence[str], args: dict[str, Any], timeout: float | None) -> ExecResult:
         pid = self.call("guest-exec", args)["pid"]
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.02
@@ -223,6 +302,10 @@ class AgentClient:
             delay = min(delay * 2, 0.25)
 
     def file_write(self, path: str, data: bytes, mode: str = "w") -> None:
+        with self._working():
+            self._file_write(path, data, mode)
+
+    def _file_write(self, path: str, data: bytes, mode: str) -> None:
         handle = self.call("guest-file-open", {"path": path, "mode": mode})
         try:
             for off in range(0, len(data), _FILE_CHUNK) or [0]:
@@ -232,6 +315,10 @@ class AgentClient:
             self.call("guest-file-close", {"handle": handle})
 
     def file_read(self, path: str) -> bytes:
+        with self._working():
+            return self._file_read(path)
+
+    def _file_read(self, path: str) -> bytes:
         handle = self.call("guest-file-open", {"path": path, "mode": "r"})
         out = bytearray()
         try:
