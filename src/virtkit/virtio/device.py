@@ -94,6 +94,7 @@ class VirtioDevice:
         self.activated = False
         self.defer: Schedule | None = None  # runs a deferred turn later on another thread (the machine's)
         self.deferred: set[int] = set()  # queues with work left over from a turn
+        self._epoch = 0  # counts resets, so a turn deferred before one is dropped
         self.resets_flagged = 0
 
     @property
@@ -177,6 +178,7 @@ class VirtioDevice:
             self.broken = None
             self.activated = False
             self.deferred.clear()
+            self._epoch += 1
             for q in self.queues:
                 q.reset()
             self.on_reset()
@@ -224,6 +226,8 @@ class VirtioDevice:
         if index >= len(self.queues) or not self.serving:
             return
         if self.defer is not None:
+            if index in self.deferred:
+                return  # a turn is already scheduled for this queue: notifying again queues no more work
             if self._turn(index):
                 self._schedule(index)
             return
@@ -233,13 +237,16 @@ class VirtioDevice:
 
     def _schedule(self, index: int) -> None:
         if self.defer is not None:
+            epoch = self._epoch
             try:
-                self.defer(lambda: self._continue(index))
+                self.defer(lambda: self._continue(index, epoch))
             except Exception:  # the scheduler is closing: the next notify continues
+                self.deferred.discard(index)
                 log.debug("%s: could not defer queue %d", self.name, index, exc_info=True)
 
-    def _continue(self, index: int) -> None:
-        if index in self.deferred and self._turn(index):
+    def _continue(self, index: int, epoch: int) -> None:
+        # a turn scheduled before a reset is dropped: the driver starts over
+        if epoch == self._epoch and index in self.deferred and self._turn(index):
             self._schedule(index)
 
     def run_deferred(self) -> None:
