@@ -166,10 +166,13 @@ class VirtioDevice:
         self.activated = True
         self.on_activate()
         for index, q in enumerate(self.queues):
-            if q.ready:
-                self._turn(index)  # buffers offered before DRIVER_OK; more is deferred
-                if index in self.deferred:
-                    self._schedule(index)
+            if not q.ready:
+                continue
+            if self.defer is not None:  # buffers offered before DRIVER_OK: served in turns, not under this lock
+                self.deferred.add(index)
+                self._schedule(index)
+            else:
+                self._turn(index)
 
     def reset(self) -> None:
         with self.lock:
