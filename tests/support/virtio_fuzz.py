@@ -21,7 +21,7 @@ from tests.support.memory import bytearray_memory
 from virtkit.devices.trigger import RecordingTrigger
 from virtkit.memory import GuestMemory
 from virtkit.virtio import device as vd
-from virtkit.virtio import pci
+from virtkit.virtio import msix, pci
 from virtkit.virtio.common_config import Reg
 from virtkit.virtio.console import VIRTIO_CONSOLE_F_MULTIPORT, Console, Port
 from virtkit.virtio.device import VirtioDevice
@@ -91,7 +91,7 @@ class PciRig:
         self.write(Reg.DEVICE_STATUS, vd.ACKNOWLEDGE | vd.DRIVER | vd.FEATURES_OK | vd.DRIVER_OK)
 
     def enable_msix(self) -> None:
-        self.fn.config.write(self.fn.msix_cap + 2, 2, 0x8000)
+        self.fn.config.write(self.fn.msix_cap + 2, 2, msix.CONTROL_ENABLE)
         for v in range(self.fn.vectors):
             self.fn.msix.table[16 * v : 16 * v + 16] = struct.pack("<QII", MSI_ADDRESS, 0x40 + v, 0)
 

@@ -64,7 +64,8 @@ def _virtio_cap(cfg_type: int, offset: int, length: int, extra: bytes = b"", bar
 
 # VIRTIO_PCI_CAP_PCI_CFG (4.1.4.9): bar, offset and length are the driver's to write, pci_cfg_data is the access
 _PCI_CFG_WRITABLE = bytes(2) + b"\xff" + bytes(3) + b"\xff" * 8 + bytes(4)
-_PCI_CFG_DATA = 16  # offset of pci_cfg_data inside the capability
+# offsets inside struct virtio_pci_cap (from cap_vndr) and virtio_pci_cfg_cap
+_CAP_BAR, _CAP_OFFSET, _PCI_CFG_DATA = 4, 8, 16
 
 
 class VirtioPci:
@@ -103,10 +104,10 @@ class VirtioPci:
 
     def _cfg_window(self) -> tuple[int, int] | None:
         bar, offset, length = (
-            self.config.data[self.cfg_cap + 4],
-            *struct.unpack_from("<II", self.config.data, self.cfg_cap + 8),
+            self.config.data[self.cfg_cap + _CAP_BAR],
+            *struct.unpack_from("<II", self.config.data, self.cfg_cap + _CAP_OFFSET),
         )
-        if bar != 0 or length not in (1, 2, 4) or offset + length > BAR_SIZE:
+        if bar != 0 or length not in (1, 2, 4) or offset + length > BAR_SIZE:  # 4.1.4.9.1
             return None
         return offset, length
 
