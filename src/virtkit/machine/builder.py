@@ -186,17 +186,14 @@ def virtio_devices(
             agent = listen(config.agent_socket)
             closers.append(agent.close)
         bridge = agent
-        vcon = Console([Port(None, console), Port(AGENT_PORT, bridge.output)])
+        vcon = Console([Port(None, console), Port(AGENT_PORT, bridge.output, bridge.room)])
         bridge.deliver = functools.partial(vcon.input, 1)
-        closers.append(lambda: setattr(bridge, "deliver", _drop))  # between boots, client bytes go nowhere
+        bridge.on_drain = functools.partial(vcon.resume_output, 1)
+        closers.append(bridge.detach)  # between boots, client bytes go nowhere
         devices.append(vcon)
     if config.virtio_rng:
         devices.append(Rng())
     return devices
-
-
-def _drop(data: bytes) -> None:
-    pass
 
 
 def attach_virtio(
