@@ -241,7 +241,8 @@ class Request:
         self.peer.send({"id": self.id, "event": payload})
 
     def after_reply(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` once the reply has been sent (to start sending events only after it)."""
+        """Run ``fn`` once the reply has gone out (or failed to): a handler that holds back events until
+        its reply is on the wire releases them here."""
         self._after_reply.append(fn)
 
 
@@ -275,9 +276,10 @@ class Server:
             if line is None:
                 return
             request, answer = self._answer(line, peer)
-            peer.send(answer)
-            if request is not None:
-                for fn in request._after_reply:
+            try:
+                peer.send(answer)
+            finally:
+                for fn in request._after_reply if request is not None else ():
                     fn()
 
     def _answer(self, line: bytes, peer: Peer) -> tuple[Request | None, dict[str, Any]]:
@@ -296,10 +298,10 @@ class Server:
             encode(result)  # fail here, as an error reply, if the result is not JSON
             return request, reply(request_id, result)
         except VirtkitError as e:
-            return None, reply(request_id, error=e)
+            return request, reply(request_id, error=e)
         except Exception as e:
             log.exception("control request %r failed", op)
-            return None, reply(request_id, error=e)
+            return request, reply(request_id, error=e)
 
     def close(self) -> None:
         self._listener.close()
@@ -377,6 +379,9 @@ class Connection:
         deadline = None if timeout is None else time.monotonic() + timeout
         request_id = self.send(op, args)
         message = self.receive(op, deadline)
+        if message.get("id") is None and message.get("ok") is False:  # refused before its id was read
+            self.close()
+            raise decode_error(message.get("error"))
         if message.get("id") != request_id:
             self.close()
             raise IpcError(f"{self.peer} answered request {message.get('id')!r}, not {request_id} ({op!r})")

@@ -81,15 +81,14 @@ class Supervisor:
 
     def handle(self, request: ipc.Request) -> Any:
         if request.op == "watch":
-            # the reply is the current status; events follow on this connection until the VM ends
-            def add() -> None:
-                with self.watch_lock:
-                    if self.done.is_set():  # the VM ended meanwhile: end the watch as finish() would
-                        request.peer.close()
-                    else:
-                        self.watchers.append(request)
-
-            request.after_reply(add)
+            # The reply is the current status; events follow on this connection until the VM ends. The
+            # watch lock holds emit() back until the reply is on the wire, so no event comes before it.
+            self.watch_lock.acquire()
+            request.after_reply(self.watch_lock.release)
+            if self.done.is_set():  # the VM ended meanwhile: say so and end the watch, as finish() would
+                request.after_reply(request.peer.close)
+            else:
+                self.watchers.append(request)
             return self.status()
         return self.dispatch(request.op, request.args)
 
