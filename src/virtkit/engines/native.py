@@ -299,13 +299,14 @@ class NativeEngine:
             )
         machine = NativeMachine(spec.name, technique, proc, workdir)
         try:
-            self._wait_ready(machine, proc)
+            self._wait_started(machine, proc)
         except BaseException:
             machine.destroy()
             raise
         return machine
 
-    def _wait_ready(self, machine: NativeMachine, proc: subprocess.Popen[bytes]) -> None:
+    def _wait_started(self, machine: NativeMachine, proc: subprocess.Popen[bytes]) -> None:
+        """Until the VMM answers on its control socket (not the guest agent: that is wait_ready())."""
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if proc.poll() is not None:
