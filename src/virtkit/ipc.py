@@ -170,19 +170,29 @@ def _decode(line: bytes) -> dict[str, Any]:
 # -- server -------------------------------------------------------------------------------------------------
 
 
+def listen_unix(path: Path, backlog: int) -> socket.socket:
+    """A listening unix socket at ``path`` (a stale one there is replaced), readable by its owner only."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, 0o600)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class Listener:
     """A unix socket (mode 0600) whose connections are each served by ``serve`` on a thread of their own."""
 
     def __init__(self, path: Path, serve: Callable[[socket.socket], None], backlog: int = 64) -> None:
         self.path = path
         self._serve = serve
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.bind(str(path))
-        os.chmod(path, 0o600)
+        self._sock = listen_unix(path, backlog)
         self._inode = path.stat().st_ino
-        self._sock.listen(backlog)
         self._closed = False
         threading.Thread(target=self._accept, name=f"accept {path.name}", daemon=True).start()
 
