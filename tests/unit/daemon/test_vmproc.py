@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -75,3 +76,20 @@ def test_watch_says_hello_then_streams_events_until_the_vm_ends(supervisor: Supe
     assert [(e["state"], e["reason"]) for e in got] == [("paused", "pause"), ("shut off", "guest powered off")]
     with pytest.raises(ctl.SupervisorGone):
         ctl.call(supervisor.vmdir / CTL, "status")
+
+
+def test_a_failed_start_reaches_the_daemon_typed_through_the_ready_report() -> None:
+    with tempfile.TemporaryDirectory(prefix="vmp-", dir="/tmp") as d:
+        vmdir = Path(d)
+        machine = MachineSpec(name="vm1", boot=BootSpec(kernel=Path("/k"))).model_dump(mode="json")
+        config = {"name": "vm1", "machine": machine, "engine_factory": "virtkit.engines.select:pick_engine",
+                  "engine": "warp-drive"}  # fmt: skip
+        (vmdir / "vm.json").write_text(json.dumps(config))
+        r, w = os.pipe()
+        assert Supervisor(vmdir).run(w) == 1
+        with os.fdopen(r, "rb") as f:
+            report = json.loads(f.readline())
+        with pytest.raises(ConfigError, match="unknown engine 'warp-drive'") as e:
+            ctl.raise_remote(report)
+        assert e.value.hint and "qemu" in e.value.hint
+        assert json.loads((vmdir / "state.json").read_text())["state"] == "shut off"
