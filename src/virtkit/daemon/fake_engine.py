@@ -30,9 +30,6 @@ class FakeAgent:
     def ping(self) -> None:
         pass
 
-    def wait_ready(self, timeout: float = 60) -> None:
-        pass
-
     def exec(self, argv: list[str], *, input: bytes | None = None, timeout: float | None = None) -> FakeExecResult:
         if argv[:1] == ["false"]:
             return FakeExecResult(1, b"", b"")
