@@ -506,12 +506,9 @@ class Service:
 
     @staticmethod
     def _child_env() -> dict[str, str]:
-        env = dict(os.environ)
-        src = str(Path(__file__).resolve().parents[2])
-        pp = env.get("PYTHONPATH", "")
-        if src not in pp.split(os.pathsep):
-            env["PYTHONPATH"] = src + (os.pathsep + pp if pp else "")
-        return env
+        from virtkit.host.process import python_child_env
+
+        return python_child_env()
 
     @staticmethod
     def _read_ready(rfd: int, proc: subprocess.Popen[bytes]) -> dict[str, Any]:

@@ -119,14 +119,26 @@ def summary(runner: Runner, timings: dict[str, float]) -> str:
     return "; ".join(parts)
 
 
+def bad_input(args: argparse.Namespace, error: VirtkitError) -> int:
+    """Say what is wrong: to people on stderr, and to the engine as a typed error in the end report."""
+    print(f"virtkit-native: {error}", file=sys.stderr)
+    if args.stats_json:
+        import json
+
+        from virtkit.ipc import encode_error
+
+        with contextlib.suppress(OSError):
+            args.stats_json.write_text(json.dumps({"error": encode_error(error)}))
+    return EXIT_BAD_INPUT
+
+
 def run(args: argparse.Namespace, on_runner: Callable[[Runner], None] | None = None) -> int:
     """Run the VMM in this process (the main thread must call it); returns the exit status."""
     startup = process_age()
     try:
         config = config_from(args)
     except VirtkitError as e:
-        print(f"virtkit-native: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return bad_input(args, e)
     console = ConsoleSink(args.console_log)
     stdout = StreamWriter(sys.stdout.fileno()) if args.console == "stdio" else None
     if stdout is not None:
@@ -156,8 +168,7 @@ def run(args: argparse.Namespace, on_runner: Callable[[Runner], None] | None = N
         try:
             outcome = runner.run()
         except VirtkitError as e:
-            print(f"virtkit-native: {e}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+            return bad_input(args, e)
         timings = {"python_start": startup, **runner.timings}
         if args.stats_json and runner.last_statistics is not None:
             import json

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import selectors
 import socket
 import threading
@@ -21,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from virtkit.errors import HostError
+from virtkit.ipc import listen_unix
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,7 @@ class SocketBridge:
         self._lock = threading.Lock()
         self._closing = False
         self.errors = 0
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(str(path))
-        os.chmod(path, 0o600)
-        self._listener.listen(4)
+        self._listener = listen_unix(path, 4)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
