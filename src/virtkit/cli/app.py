@@ -104,15 +104,19 @@ def run(
     cmdline: Annotated[str, typer.Option(help="Kernel command line.")] = defaults.DEFAULT_CMDLINE,
     memory: Annotated[int, typer.Option(help="Guest memory in MiB.")] = defaults.DEFAULT_MEMORY_MIB,
     vcpus: Annotated[int, typer.Option(help="Number of vCPUs.")] = defaults.DEFAULT_VCPUS,
-    disk: Annotated[list[Path] | None, typer.Option(help="Attach a disk (raw or qcow2), repeatable.")] = None,
+    disk: Annotated[
+        list[Path] | None, typer.Option(metavar="PATH", help="Attach a disk (raw or qcow2), repeatable.")
+    ] = None,
     network: Annotated[
         list[str] | None,
         typer.Option(
-            help="none | user (QEMU user-mode NAT) | default | NAME | bridge=BR | direct=IFACE[,mode=M]; repeatable."
+            metavar="NET",
+            help="none | user (QEMU user-mode NAT) | default | NAME | bridge=BR | direct=IFACE[,mode=M]; repeatable.",
         ),
     ] = None,
     publish: Annotated[
-        list[str] | None, typer.Option(help="HOSTPORT:GUESTPORT[/tcp|udp] on the first NIC's NAT network.")
+        list[str] | None,
+        typer.Option(metavar="PORTS", help="HOSTPORT:GUESTPORT[/tcp|udp] on the first NIC's NAT network."),
     ] = None,
     no_paravirt: Annotated[bool, typer.Option("--no-paravirt", help="Hide KVM's paravirtual CPUID leaves.")] = False,
     keep: Annotated[bool, typer.Option(help="Leave the guest running and attach its console.")] = False,

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 # -- exit codes: one table for every command (shown in `virtkit --help` and README)
 EXIT_OK = 0
 EXIT_USAGE = 2  # bad flags, an invalid spec or argument (nothing was done)
-EXIT_NOT_FOUND = 3  # no such domain, snapshot or network
+EXIT_NOT_FOUND = 3  # no such domain or snapshot
 EXIT_CONFLICT = 4  # wrong state or duplicate name (e.g. starting a running domain)
 EXIT_UNREACHABLE = 5  # virtkitd does not answer
 EXIT_TIMEOUT = 124  # the guest did not become ready in time
@@ -31,9 +31,9 @@ EXIT_INTERRUPTED = 130  # Ctrl-C
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; `run` and `exec` return the guest command's own code; 2 bad usage or invalid "
-    "input; 3 no such domain, snapshot or network; 4 wrong state or duplicate; 5 virtkitd unreachable; "
-    "124 guest not ready in time; 125 any other virtkit error (for `run` and `image`, every error that is "
-    "not a timeout, as `docker run`); 130 interrupted."
+    "input (an unknown network name too); 3 no such domain or snapshot; 4 wrong state or duplicate; "
+    "5 virtkitd unreachable; 124 guest not ready in time; 125 any other virtkit error (for `run` and `image`, "
+    "every error that is not a timeout, as `docker run`); 130 interrupted."
 )
 
 _BY_STATUS = {400: EXIT_USAGE, 404: EXIT_NOT_FOUND, 409: EXIT_CONFLICT, 422: EXIT_USAGE, 504: EXIT_TIMEOUT}

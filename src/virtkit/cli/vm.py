@@ -204,10 +204,14 @@ def launch_target(
     return first, image or defaults.DEFAULT_IMAGE
 
 
-@app.command(epilog=output.EXIT_CODES_HELP)
+@app.command()
 def launch(
-    first: Annotated[str | None, typer.Argument(metavar="[IMAGE|NAME]", show_default=False)] = None,
-    second: Annotated[str | None, typer.Argument(metavar="[NAME]", show_default=False)] = None,
+    first: Annotated[
+        str | None, typer.Argument(metavar="IMAGE|NAME", help="The image, or the name (see above).", show_default=False)
+    ] = None,
+    second: Annotated[
+        str | None, typer.Argument(metavar="NAME", help="The name, after an IMAGE (Incus).", show_default=False)
+    ] = None,
     name: Annotated[str | None, typer.Option("--name", "-n", help="Domain name (default: a random one).")] = None,
     image: Annotated[
         str | None, typer.Option(help=f"Guest image (default: {defaults.DEFAULT_IMAGE}).", show_default=False)
@@ -216,7 +220,9 @@ def launch(
     vcpus: Annotated[int, typer.Option(help="Number of vCPUs.")] = defaults.DEFAULT_VCPUS,
     cpus: Annotated[float | None, typer.Option(help="cgroup CPU limit in host CPUs (default: vcpus).")] = None,
     engine: Annotated[str, typer.Option(help="auto, qemu or native.")] = "auto",
-    network: Annotated[list[str] | None, typer.Option(help="Network to attach (e.g. default, user); repeat.")] = None,
+    network: Annotated[
+        list[str] | None, typer.Option(metavar="NET", help="Network to attach (e.g. default, user); repeat.")
+    ] = None,
     autostart: Annotated[bool, typer.Option(help="Start with virtkitd.")] = False,
     wait: Annotated[bool, typer.Option(help="Wait until the guest agent answers.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the guest.")] = defaults.READY_TIMEOUT_S,
@@ -224,9 +230,15 @@ def launch(
 ) -> None:
     """Define and start a domain from an image in one step, and wait until it is ready.
 
-    Every way other tools say it works: `launch IMAGE NAME` (Incus), `launch --name NAME IMAGE` or `launch IMAGE`
-    (Multipass; `-n` for short), `launch NAME [--image IMAGE]`. A single word is the image when --name is given or
-    when it names a known image (`tiny`), otherwise the name; the name defaults to a random vm-XXXXXX.
+    \b
+    The forms other tools' users type all work:
+      virtkit launch NAME [--image IMAGE]     (virtkit, as README shows)
+      virtkit launch --name NAME IMAGE        (Multipass; -n NAME for short)
+      virtkit launch IMAGE                    (Multipass: a random name)
+      virtkit launch IMAGE NAME               (Incus)
+
+    A single word is the image when --name is given or when it names a known image (tiny); otherwise it is the
+    name. Without a name the domain gets a random one, vm-XXXXXX.
     """
     from virtkit.daemon.domain import validate_spec
     from virtkit.images.build import KNOWN_IMAGES

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from virtkit import images
 from virtkit.cli import image as image_cli
 from virtkit.errors import ImageError
-from virtkit import images
 from virtkit.images import Image, store
 
 runner = CliRunner()
