@@ -85,12 +85,16 @@ def build(
 @app.command()
 def prune(
     keep: Annotated[int, typer.Option("--keep", min=1, help="Newest valid images to keep per name.")] = 1,
+    json_out: Annotated[bool, typer.Option("--json", help="The removed paths as a JSON list.")] = False,
 ) -> None:
     """Delete older and broken images and the downloaded packages no kept image needs."""
     from virtkit.images.build import prune_images
 
     with output.reported(output.docker_code):
         removed = prune_images(keep)
+    if json_out:
+        output.print_json([str(p) for p in removed])
+        return
     for path in removed:
         output.line(f"removed {path}")
     output.line(f"{len(removed)} item(s) removed")
