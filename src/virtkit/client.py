@@ -124,8 +124,8 @@ class RawClient:
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise VirtkitError(f"cannot use {url!r} as virtkitd's address", hint="give http://HOST:PORT")
             self._tcp = parts
-        if start_daemon and self.socket is not None:
-            self.ensure_daemon()
+        # started on the first refused connection rather than checked up front: a round trip saved per command
+        self._start_daemon = start_daemon and self.socket is not None
 
     # -- plumbing
     def close(self) -> None:
@@ -165,6 +165,14 @@ class RawClient:
         data = None if body is None else json.dumps(body).encode()
         conn = self._connect(timeout)
         try:
+            try:
+                conn.connect()
+            except (FileNotFoundError, ConnectionRefusedError):
+                if not self._start_daemon:
+                    raise
+                self._start_daemon = False
+                self.ensure_daemon()  # nothing was sent: the request is safe to make now
+                conn.connect()
             conn.request(method, self._path(path, params), body=data, headers=self._headers(data is not None))
             resp = conn.getresponse()
         except TimeoutError as e:
