@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import os
 import secrets
 import sys
@@ -15,6 +14,7 @@ from typing import Any
 from rich.console import Console
 
 from virtkit.agent.client import ExecResult
+from virtkit.cli import output
 from virtkit.config.machine import DiskSpec, NicSpec
 from virtkit.engines.select import pick_engine
 from virtkit.errors import ConfigError
@@ -188,7 +188,7 @@ def _print(
                 for argv, r in results
             ],
         }
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        output.print_json(doc)
         return
     for argv, r in results:
         if default:
@@ -203,15 +203,17 @@ def _print(
         f"engine: {summary['engine']}  technique: {summary['technique']}  "
         f"boot to agent-ready: {summary['boot_seconds']:.2f} s"
     )
-    (out if default else err).print(line, highlight=False, markup=False)
+    if default:  # the summary belongs with the default commands' output; after the user's own, on stderr
+        output.line(line)
+    else:
+        output.note(line)
 
 
 def _keep(machine: Any, err: Console) -> None:
     sock = getattr(machine, "console_socket", None)
-    err.print(
+    output.note(
         f"virtkit: {machine.name} keeps running (engine {machine.engine}, pid {machine.pid}); "
-        f"run files in {getattr(machine, 'workdir', '?')}",
-        highlight=False,
+        f"run files in {getattr(machine, 'workdir', '?')}"
     )
     if sock is not None and os.isatty(sys.stdin.fileno()):
         from virtkit.cli.console import attach

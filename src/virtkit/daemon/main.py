@@ -155,7 +155,8 @@ async def serve(args: argparse.Namespace) -> None:
     service = Service(
         home, use_cgroups=False if args.no_cgroups else None, use_networks=False if args.no_networks else None
     )
-    service.recover(autostart=not args.no_autostart)
+    # off the event loop: pyroute2 (networks' autostart) goes async when it finds a running loop in its thread
+    await asyncio.to_thread(service.recover, autostart=not args.no_autostart)
     token = None
     sock_path: Path = args.socket or (home / "virtkitd.sock")
     sockets = [
