@@ -17,15 +17,18 @@ pydantic models (:mod:`virtkit.daemon.models`); every failure raises :class:`Api
 
 Two layers, one place for each URL: :class:`RawClient` makes the calls and returns the API's JSON as plain
 lists and dicts; :class:`Client` wraps each result in its model. The CLI uses the raw layer: it prints that
-JSON or a table of it, and stays clear of pydantic and of any HTTP library (:mod:`virtkit._http` is the little
-HTTP/1.1 this needs), which keeps a ``virtkit list`` process start near a ``virsh list``.
+JSON or a table of it, and stays clear of pydantic (and of any HTTP library: this speaks HTTP/1.1 with the
+standard library's ``http.client``), which keeps a ``virtkit list`` process start near a ``virsh list``.
 """
 
 from __future__ import annotations
 
 import builtins
+import http.client
 import json
 import os
+import socket as socketlib
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -33,13 +36,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from virtkit import _http
 from virtkit.config import defaults
 from virtkit.errors import VirtkitError
 
 if TYPE_CHECKING:
-    import socket
-
     from websockets.sync.client import ClientConnection
 
     from virtkit.daemon.models import (
@@ -75,6 +75,24 @@ class DaemonUnreachable(VirtkitError):
 def default_socket() -> Path:
     env = os.environ.get("VIRTKIT_SOCKET")
     return Path(env) if env else defaults.state_dir() / "virtkitd.sock"
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket: the local daemon's."""
+
+    def __init__(self, path: str, timeout: float | None) -> None:
+        super().__init__("virtkitd", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
 
 
 def _api_error(status: int, reason: str, body: bytes) -> ApiError:
@@ -119,11 +137,11 @@ class RawClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _connect(self, timeout: float | None) -> socket.socket:
+    def _connect(self, timeout: float | None) -> http.client.HTTPConnection:
         if self.url:
-            tls = self._tcp.scheme == "https"
-            return _http.connect_tcp(self._tcp.hostname or "", self._tcp.port or (443 if tls else 80), tls, timeout)
-        return _http.connect_unix(str(self.socket), timeout)
+            cls = http.client.HTTPSConnection if self._tcp.scheme == "https" else http.client.HTTPConnection
+            return cls(self._tcp.hostname or "", self._tcp.port, timeout=timeout)
+        return _UnixConnection(str(self.socket), timeout)
 
     def _headers(self, has_body: bool) -> dict[str, str]:
         h = {"Accept": "application/json"}
@@ -143,53 +161,46 @@ class RawClient:
 
     def _open(
         self, method: str, path: str, params: dict[str, Any] | None, body: Json, timeout: float | None
-    ) -> _http.Response:
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         data = None if body is None else json.dumps(body).encode()
-        host = self._tcp.netloc if self.url else "virtkitd"
+        conn = self._connect(timeout)
         try:
             try:
-                sock = self._connect(timeout)
+                conn.connect()
             except (FileNotFoundError, ConnectionRefusedError):
                 if not self._start_daemon:
                     raise
                 self._start_daemon = False
                 self.ensure_daemon()  # nothing was sent: the request is safe to make now
-                sock = self._connect(timeout)
-            try:
-                resp = _http.request(
-                    sock, method, self._path(path, params), host, self._headers(data is not None), data
-                )
-            except BaseException:
-                sock.close()
-                raise
+                conn.connect()
+            conn.request(method, self._path(path, params), body=data, headers=self._headers(data is not None))
+            resp = conn.getresponse()
         except TimeoutError as e:
+            conn.close()
             raise ApiError(f"virtkitd did not answer {method} {path} in time", None, 504, "Timeout") from e
-        except OSError as e:
+        except (OSError, http.client.HTTPException) as e:
+            conn.close()
             raise DaemonUnreachable(
                 f"virtkitd is not answering at {self.url or self.socket}: {e}",
                 hint="start it with `virtkitd` (or let the CLI start it for local use)",
             ) from e
         if resp.status >= 400:
-            try:
-                err = _api_error(resp.status, resp.reason, resp.read())
-            finally:
-                resp.close()
+            err = _api_error(resp.status, resp.reason, resp.read())
+            conn.close()
             raise err
-        return resp
+        return conn, resp
 
     def request(
         self, method: str, path: str, params: dict[str, Any] | None = None, body: Json = None
     ) -> tuple[bytes, dict[str, str]]:
         """One call: the response body and headers, or :class:`ApiError` / :class:`DaemonUnreachable`."""
-        resp = self._open(method, path, params, body, self.timeout)
+        conn, resp = self._open(method, path, params, body, self.timeout)
         try:
-            return resp.read(), resp.headers
+            return resp.read(), {k.lower(): v for k, v in resp.getheaders()}
         except TimeoutError as e:
             raise ApiError(f"virtkitd did not answer {method} {path} in time", None, 504, "Timeout") from e
-        except OSError as e:
-            raise DaemonUnreachable(f"virtkitd broke off its answer to {method} {path}: {e}") from e
         finally:
-            resp.close()
+            conn.close()
 
     def call(self, method: str, path: str, params: dict[str, Any] | None = None, body: Json = None) -> Json:
         data, _ = self.request(method, path, params, body)
@@ -210,8 +221,6 @@ class RawClient:
         assert self.socket is not None
         home = self.socket.parent if self.socket != default_socket() else defaults.state_dir()
         home.mkdir(parents=True, exist_ok=True)
-        import subprocess
-
         log = open(home / "virtkitd.log", "ab")  # noqa: SIM115 - handed to the child
         env = dict(os.environ)
         env.setdefault("VIRTKIT_HOME", str(home))
@@ -338,13 +347,14 @@ class RawClient:
     # -- events
     def events(self, since: int | None = None, follow: bool = True) -> Iterator[dict[str, Any]]:
         """Lifecycle events as they happen (server-sent events); ``since`` replays the stored ones first."""
-        resp = self._open("GET", "/v1/events", {"follow": follow, "since": since}, None, None)
+        conn, resp = self._open("GET", "/v1/events", {"follow": follow, "since": since}, None, None)
         try:
-            for line in resp.lines():
-                if line.startswith(b"data: "):
+            for raw in resp:
+                line = raw.decode(errors="replace").rstrip("\r\n")
+                if line.startswith("data: "):
                     yield json.loads(line[6:])
         finally:
-            resp.close()
+            conn.close()
 
 
 class Client:
