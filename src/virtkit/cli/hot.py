@@ -50,14 +50,14 @@ def dominfo(name: str, json_out: bool) -> None:
     )
 
 
-# the lifecycle verbs: what each prints when it is done with a domain
-DONE = {
-    "start": "started",
-    "shutdown": "is shut off",
-    "reboot": "is being rebooted",
-    "destroy": "destroyed",
-    "suspend": "suspended",
-    "resume": "resumed",
+# the lifecycle verbs: what the spinner says while each runs, and the line printed when it is done
+WORDS = {
+    "start": ("starting", "started"),
+    "shutdown": ("shutting down", "is shut off"),
+    "reboot": ("rebooting", "is being rebooted"),
+    "destroy": ("destroying", "destroyed"),
+    "suspend": ("suspending", "suspended"),
+    "resume": ("resuming", "resumed"),
 }
 
 
@@ -66,10 +66,11 @@ def lifecycle(action: str, names: list[str], json_out: bool, body: dict[str, Any
     results = []
     with api() as c:
         for n in names:
-            with output.progress(f"{action} {n}", enabled=not json_out):
+            doing, done = WORDS[action]
+            with output.progress(f"{doing} {n}", enabled=not json_out):
                 results.append(c.action(n, action, body))
             if not json_out:
-                output.line(f"Domain '{n}' {DONE[action]}")
+                output.line(f"Domain '{n}' {done}")
     if json_out:
         output.print_json(results)
 

@@ -29,7 +29,7 @@ def _when(ts: float) -> str:
 
 @app.command()
 def build(
-    name: Annotated[str, typer.Argument(help="Image to build.")] = defaults.DEFAULT_IMAGE,
+    name: Annotated[str, typer.Argument(metavar="IMAGE", help="Image to build.")] = defaults.DEFAULT_IMAGE,
     kernel_package: Annotated[
         str | None,
         typer.Option("--kernel-package", help="Debian package with the guest kernel (default: the cloud kernel)."),

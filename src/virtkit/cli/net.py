@@ -17,7 +17,7 @@ from virtkit.cli.remote import api
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output (the API's own).")]
-NameArg = Annotated[str, typer.Argument(help="Network name.")]
+NameArg = Annotated[str, typer.Argument(metavar="NETWORK", help="Network name.")]
 
 
 @app.command("net-list")
@@ -49,7 +49,7 @@ def net_list(
 
 @app.command("net-define")
 def net_define(
-    file: Annotated[Path, typer.Argument(help="Network definition: .json, .toml or .yaml.")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="Network definition: .json, .toml or .yaml.")],
     json_out: JsonOpt = False,
 ) -> None:
     """Define (or redefine) a network from a file; it starts with net-start."""

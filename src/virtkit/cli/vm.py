@@ -33,8 +33,9 @@ app = typer.Typer(
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output (the API's own).")]
-Name = Annotated[str, typer.Argument(help="Domain name.", autocompletion=names)]
-Names = Annotated[list[str], typer.Argument(help="Domain names.", autocompletion=names)]
+Name = Annotated[str, typer.Argument(metavar="VM", help="Domain name.", autocompletion=names)]
+Snapshot = Annotated[str, typer.Argument(metavar="SNAPSHOT", help="Snapshot name.")]
+Names = Annotated[list[str], typer.Argument(metavar="VM", help="Domain names.", autocompletion=names)]
 
 
 def _when(ts: float, fmt: str = "%Y-%m-%d %H:%M:%S %z") -> str:
@@ -101,7 +102,8 @@ def domifaddr(name: Name, json_out: JsonOpt = False) -> None:
 # -- definitions
 @app.command()
 def define(
-    file: Annotated[Path, typer.Argument(help="Spec file: .toml, .yaml or .json.")], json_out: JsonOpt = False
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="Spec file: .toml, .yaml or .json.")],
+    json_out: JsonOpt = False,
 ) -> None:
     """Define a domain from a spec file (TOML, YAML or JSON)."""
     from virtkit.daemon.domain import load_spec_file
@@ -356,7 +358,7 @@ def console(
 @app.command("snapshot-create-as")
 def snapshot_create_as(
     name: Name,
-    snapshot: Annotated[str, typer.Argument(help="Snapshot name.")],
+    snapshot: Snapshot,
     description: Annotated[str, typer.Option("--description", help="Free text kept with the snapshot.")] = "",
     disk_only: Annotated[bool, typer.Option("--disk-only", help="Do not save guest memory.")] = False,
     json_out: JsonOpt = False,
@@ -382,9 +384,6 @@ def snapshot_list(name: Name, json_out: JsonOpt = False) -> None:
         ["Name", "Creation Time", "State", "Memory", "Description"],
         [[s["name"], _when(s["created"]), s["state"], "yes" if s["memory"] else "no", s["description"]] for s in snaps],
     )
-
-
-Snapshot = Annotated[str, typer.Argument(help="Snapshot name.")]
 
 
 @app.command("snapshot-revert")
