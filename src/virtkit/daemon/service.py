@@ -39,6 +39,7 @@ from virtkit.daemon.models import (
     Interface,
     SnapshotInfo,
 )
+from virtkit.daemon.networks import NetworkAttacher
 from virtkit.daemon.store import Conflict, DomainRow, NotFound, SnapshotRow, Store
 from virtkit.daemon.vmproc import CONFIG, CTL, PIDFILE, STATEFILE, load_factory, write_atomic
 from virtkit.errors import ConfigError, EngineError, HostError, ImageError
@@ -80,40 +81,30 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
-def _network_manager() -> Any:
-    try:
-        from virtkit.network.manager import NetworkManager  # optional layer
-    except ImportError:
-        return None
-    return NetworkManager()
-
-
 class Service:
     def __init__(
         self,
         home: Path,
-        engine_factory: str | None = None,
+        engine_factory: str = DEFAULT_ENGINE_FACTORY,
         use_cgroups: bool | None = None,
-        use_networks: bool | None = None,
+        networks: NetworkAttacher | None = None,
     ) -> None:
+        """``engine_factory``: "module:callable" the supervisors start engines with (tests name a fake one).
+        ``networks``: the host's network layer, or None to leave host networks alone (only 'user' NICs)."""
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
         self.vms_dir = home / "vms"
         self.vms_dir.mkdir(exist_ok=True)
         self.store = Store(home / "virtkitd.db")
         self.events = EventBus(self.store)
-        self.engine_factory = engine_factory or os.environ.get("VIRTKIT_ENGINE_FACTORY") or DEFAULT_ENGINE_FACTORY
+        self.engine_factory = engine_factory
         self.cgroup_version = cgroups.version() if use_cgroups is not False else None
         self.cgroup_parent = os.environ.get("VIRTKIT_CGROUP_PARENT") or cgroups.PARENT
         self._locks: dict[str, threading.RLock] = {}
         self._locks_lock = threading.Lock()
         self._define_lock = threading.Lock()
         self.handles: dict[str, Handle] = {}
-        self._nm: Any = None
-        # The network layer manages host bridges and firewall tables: off with --no-networks (tests do that).
-        if use_networks is None:
-            use_networks = os.environ.get("VIRTKIT_NO_NETWORKS", "") not in ("1", "true", "yes")
-        self._nm_loaded = not use_networks
+        self._networks = networks
 
     # -- helpers
     def lock(self, name: str) -> threading.RLock:
@@ -126,11 +117,9 @@ class Service:
     def vmdir(self, name: str) -> Path:
         return self.vms_dir / name
 
-    def networks(self) -> Any:
-        if not self._nm_loaded:
-            self._nm = _network_manager()
-            self._nm_loaded = True
-        return self._nm
+    def networks(self) -> NetworkAttacher | None:
+        """The host's network layer; None when this daemon leaves host networks alone."""
+        return self._networks
 
     def _state(self, row: DomainRow) -> DomainState:
         return row.state
@@ -145,11 +134,12 @@ class Service:
         """Re-attach every supervisor still running from a previous daemon; settle the others; autostart."""
         nm = self.networks()
         if nm is not None:  # networks first: autostart domains may need them
-            for fn in ("adopt", "autostart_all") if autostart else ("adopt",):
+            steps = [("adopt", nm.adopt), ("autostart_all", nm.autostart_all)] if autostart else [("adopt", nm.adopt)]
+            for what, step in steps:
                 try:
-                    getattr(nm, fn)()
+                    step()
                 except Exception as e:
-                    self.events.publish("error", None, None, f"networks: {fn} failed: {e}")
+                    self.events.publish("error", None, None, f"networks: {what} failed: {e}")
         for row in self.store.list_domains():
             self._reattach(row)
         if autostart:
@@ -307,7 +297,7 @@ class Service:
         except EngineError:
             raw = None
         nm = self.networks()
-        if nm is not None and hasattr(nm, "domifaddr"):
+        if nm is not None:
             # the network layer knows DHCP leases and reservations too (for guests without an agent)
             merged: dict[str, Interface] = {}
             for a in nm.domifaddr(name, raw):
@@ -410,6 +400,7 @@ class Service:
                     f"{spec.name}: nics.{i} asks for network {n.network!r} but this virtkit has no network layer",
                     hint="use nics = ['user']",
                 )
+            assert n.network is not None  # a NIC names either a kind or a network (validate_spec)
             nic = nm.attach_nic(spec.name, i, n.network)
             if n.mac:
                 nic = nic.model_copy(update={"mac": n.mac})
@@ -431,10 +422,8 @@ class Service:
         if nm is None:
             return
         for i in h.nics_attached:
-            fn = getattr(nm, "detach_nic", None)
-            if fn is not None:
-                with contextlib.suppress(Exception):
-                    fn(h.name, i)
+            with contextlib.suppress(Exception):
+                nm.detach_nic(h.name, i)
         h.nics_attached.clear()
 
     def start(self, name: str, reason: str = "start") -> DomainInfo:
@@ -747,12 +736,6 @@ class Service:
             self.store.remove_snapshot(name, snap)
             shutil.rmtree(self._snapdir(name, snap), ignore_errors=True)
         self.events.publish("snapshot", name, None, f"deleted {snap}")
-
-    def stop_all_for_tests(self) -> None:
-        """Destroy every running VM (test teardown; the daemon never does this on its own)."""
-        for name in list(self.handles):
-            with contextlib.suppress(Exception):
-                self.destroy(name)
 
 
 __all__ = ["HostError", "Service"]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.support.daemon import Daemon, running_daemon
 
-from daemon_harness import FAKE, Daemon, running_daemon
 from virtkit.client import ApiError, Client
 from virtkit.daemon import cgroups
 
@@ -113,7 +113,7 @@ def _free_port() -> int:
 
 def test_tcp_needs_the_token(home: Path) -> None:
     port = _free_port()
-    with running_daemon(home, FAKE, tcp=f"127.0.0.1:{port}") as d:
+    with running_daemon(home, fake=True, tcp=f"127.0.0.1:{port}") as d:
         token = (home / "token").read_text().strip()
         url = f"http://127.0.0.1:{port}"
         assert httpx.get(url + "/v1/domains").status_code == 401
