@@ -41,8 +41,9 @@ from virtkit.daemon.models import (
 )
 from virtkit.daemon.networks import NetworkAttacher
 from virtkit.daemon.store import Conflict, DomainRow, NotFound, SnapshotRow, Store
-from virtkit.daemon.vmproc import CONFIG, CTL, PIDFILE, STATEFILE, load_factory, write_atomic
+from virtkit.daemon.vmproc import CONFIG, CTL, PIDFILE, STATEFILE, load_factory
 from virtkit.errors import ConfigError, EngineError, HostError, ImageError
+from virtkit.fsutil import write_atomic
 from virtkit.storage.disks import inspect_disk
 
 DEFAULT_ENGINE_FACTORY = "virtkit.daemon.engines:make_engine"
