@@ -342,7 +342,7 @@ def create_app(service: Service, token: str | None = None, networks: NetworkMana
                     pos += len(chunk)
                     await ws.send_bytes(chunk)
                 else:
-                    if name not in svc.handles:
+                    if not svc.is_running(name):
                         await ws.close(code=1000, reason="domain stopped")
                         return
                     await asyncio.sleep(0.05)

@@ -142,7 +142,8 @@ async def serve(args: argparse.Namespace, engine_factory: str | None = None) -> 
     _Server = _server_class()
 
     from virtkit.daemon.api import create_app, wrap
-    from virtkit.daemon.service import DEFAULT_ENGINE_FACTORY, Service
+    from virtkit.daemon.service import Service
+    from virtkit.daemon.supervisors import DEFAULT_ENGINE_FACTORY
 
     home: Path = args.home or defaults.state_dir()
     home.mkdir(parents=True, exist_ok=True)
