@@ -75,6 +75,12 @@ class Snapshots:
                     f"cannot save the memory of {name!r}: it is {state}",
                     hint="start it first, or take a disk-only snapshot",
                 )
+            for i, disk in enumerate(row.spec.disks):
+                if not disk.readonly and not disk.path.is_file():
+                    raise ConfigError(
+                        f"cannot snapshot {name!r}: disks.{i}.path {disk.path} does not exist",
+                        hint="create it (qemu-img create) or fix the path in the domain spec",
+                    )
             sd = self.snapdir(name, snap)
             sd.mkdir(parents=True, exist_ok=True)
             paused_here = False

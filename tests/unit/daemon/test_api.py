@@ -280,6 +280,15 @@ def test_disk_snapshots(daemon: Daemon, tmp_path: Path) -> None:
     assert [x.name for x in c.snapshot_list("sn")] == ["s2"]
 
 
+def test_a_snapshot_of_a_missing_disk_is_a_clear_400(daemon: Daemon, tmp_path: Path) -> None:
+    c = daemon.client()
+    c.define({"name": "nodisk", "image": "tiny", "disks": [{"path": str(tmp_path / "gone.raw")}]})
+    with pytest.raises(ApiError) as e:
+        c.snapshot_create("nodisk", "s1")
+    assert e.value.status == 400 and "disks.0.path" in str(e.value) and "does not exist" in str(e.value)
+    assert c.snapshot_list("nodisk") == []
+
+
 def test_openapi_document(daemon: Daemon) -> None:
     doc = raw(daemon).get("/openapi.json").json()
     for p in ("/v1/domains", "/v1/domains/{name}/start", "/v1/domains/{name}/snapshots", "/v1/events"):
