@@ -38,7 +38,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
 sys.path.insert(0, str(SRC))
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent))  # the checkout root: tests.support
 
 RESULTS = HERE / "results"
 VIRSH = ["virsh", "-q", "-c", "qemu:///system"]
@@ -163,7 +163,7 @@ def main() -> None:
         sys.exit("bench/cli.py needs libvirt: apt-get install libvirt-daemon-system libvirt-clients")
     compileall.compile_dir(str(SRC), quiet=1)  # as an installed package is
 
-    from daemon_harness import running_daemon
+    from tests.support.daemon import running_daemon
     from virtkit.client import RawClient
     from virtkit.images import build_image
 

@@ -39,6 +39,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))  # tests.support: the nested harness
 sys.path.insert(0, str(ROOT / "tests" / "guests"))
 
 import guestkernels  # noqa: E402
@@ -124,7 +125,7 @@ def one_run(command: list[str], exits: int, env: dict[str, str]) -> dict[str, fl
 
 def nested_linux_boot(runs: int) -> dict[str, object]:
     """Unmodified Linux to its init marker inside one L1: native engine vs QEMU with KVM (host clock)."""
-    from virtkit.testing import nested
+    from tests.support import nested
 
     print(f"nested: booting Debian's cloud kernel {runs}x per engine inside one L1 ...", file=sys.stderr, flush=True)
     times = nested.measure_l2_boots(["native", "qemu"], runs, timeout=900.0)

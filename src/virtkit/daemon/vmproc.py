@@ -29,20 +29,12 @@ from virtkit.daemon.cgroups import VmCgroup
 from virtkit.daemon.engines import start_machine
 from virtkit.engines.base import Engine, Machine, VmState
 from virtkit.errors import ConfigError, EngineError, VirtkitError
+from virtkit.fsutil import write_atomic
 
 CTL = "ctl.sock"
 PIDFILE = "vmproc.pid"
 STATEFILE = "state.json"
 CONFIG = "vm.json"
-
-
-def write_atomic(path: Path, data: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_factory(ref: str) -> Any:

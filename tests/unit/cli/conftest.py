@@ -36,13 +36,15 @@ def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
     from virtkit.daemon.api import create_app, wrap
     from virtkit.daemon.main import bind_unix
     from virtkit.daemon.service import Service
+    from virtkit.network.manager import NetworkManager
 
     with tempfile.TemporaryDirectory(prefix="vkc-", dir="/tmp") as d:  # short: unix socket paths
         home = Path(d)
         monkeypatch.setenv("VIRTKIT_HOME", str(home))
         sock_path = home / "virtkitd.sock"
-        service = Service(home, use_cgroups=False, use_networks=True)
-        server = uvicorn.Server(uvicorn.Config(wrap(create_app(service), None), log_level="warning"))
+        networks = NetworkManager()
+        service = Service(home, use_cgroups=False, networks=networks)
+        server = uvicorn.Server(uvicorn.Config(wrap(create_app(service, None, networks), None), log_level="warning"))
         sock = bind_unix(sock_path, None, 0o600)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
@@ -62,13 +64,10 @@ def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
 
 @pytest.fixture
 def fake_daemon() -> Iterator[Cli]:
-    """A real virtkitd process with the fake engine (tests/daemon_harness.py): for verbs that start domains."""
-    import sys
+    """A real virtkitd process with the fake engine (tests/support/daemon.py): for verbs that start domains."""
+    from tests.support.daemon import running_daemon
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from daemon_harness import FAKE, running_daemon
-
-    with tempfile.TemporaryDirectory(prefix="vkd-", dir="/tmp") as d, running_daemon(Path(d), FAKE) as daemon:
+    with tempfile.TemporaryDirectory(prefix="vkd-", dir="/tmp") as d, running_daemon(Path(d), fake=True) as daemon:
         env = {"VIRTKIT_HOME": d, "VIRTKIT_SOCKET": str(daemon.socket), "VIRTKIT_NO_DAEMON_AUTOSTART": "1",
                "COLUMNS": "200"}  # fmt: skip
         yield Cli(Path(d), env)

@@ -14,7 +14,7 @@ import pytest
 
 from virtkit.config.machine import BootSpec, MachineSpec
 from virtkit.daemon import ctl
-from virtkit.daemon.fake_engine import FakeMachine
+from tests.support.fake_engine import FakeMachine
 from virtkit.daemon.vmproc import CTL, Supervisor
 from virtkit.engines.base import Capability, MachineBase, VmState
 from virtkit.errors import ConfigError, Unsupported

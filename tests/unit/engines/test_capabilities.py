@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from virtkit.config.machine import BootSpec, DiskSpec, MachineSpec, NicSpec
-from virtkit.daemon.fake_engine import FakeEngine
+from tests.support.fake_engine import FakeEngine
 from virtkit.engines.base import Capability, Machine, MachineBase, Technique
 from virtkit.engines.native import NativeMachine
 from virtkit.engines.qemu import QemuMachine, snapshot_nodes

@@ -21,7 +21,7 @@ from virtkit.arch.x86_64.loader import (
     read_kernel,
     write_boot_info,
 )
-from virtkit.arch.x86_64.pvh import START_INFO_MAGIC, build_start_info, parse_pvh_elf
+from virtkit.arch.x86_64.pvh import START_INFO_MAGIC, build_start_info, has_pvh_entry, parse_pvh_elf
 from virtkit.errors import ConfigError
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -181,6 +181,12 @@ def test_damaged_bzimage_headers_are_refused() -> None:
         parse_bzimage(bytes(old))
     with pytest.raises(ConfigError, match="truncated"):
         parse_bzimage(bytes(good[:0x600]))
+
+
+def test_pvh_entry_is_detected_without_loading_the_kernel() -> None:
+    assert has_pvh_entry(make_pvh_elf(b"\x90", entry=0x100000))
+    assert not has_pvh_entry(make_pvh_elf(b"\x90", note=False))
+    assert not has_pvh_entry(b"\x7fELF damaged")
 
 
 def test_pvh_note_with_a_32_bit_descriptor() -> None:

@@ -2,7 +2,7 @@
 
 Its "engine process" is a real ``sleep`` so that supervision, cgroups, kill -9 and re-attach are exercised
 for real; only the guest is missing. The agent answers ``exec`` by echoing the argv.
-Select it with ``VIRTKIT_ENGINE_FACTORY=virtkit.daemon.fake_engine:FakeEngine``.
+Tests hand it to the daemon by name (tests/support/fake_daemon.py); the shipped daemon cannot select it.
 """
 
 from __future__ import annotations

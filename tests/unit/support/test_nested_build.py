@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from tests.support import nested
 
 from virtkit.errors import ImageError
-from virtkit.testing import nested
 
 
 def ko(depends: str) -> bytes:
