@@ -164,6 +164,7 @@ def main() -> None:
     compileall.compile_dir(str(SRC), quiet=1)  # as an installed package is
 
     from tests.support.daemon import running_daemon
+
     from virtkit.client import RawClient
     from virtkit.images import build_image
 

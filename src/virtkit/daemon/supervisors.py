@@ -31,6 +31,7 @@ from virtkit.daemon.procinfo import pid_alive
 from virtkit.daemon.vmproc import CONFIG, CTL, PIDFILE, STATEFILE
 from virtkit.errors import EngineError
 from virtkit.fsutil import write_atomic
+from virtkit.host.process import python_child_env
 
 DEFAULT_ENGINE_FACTORY = "virtkit.daemon.engines:make_engine"
 START_TIMEOUT_S = 120.0

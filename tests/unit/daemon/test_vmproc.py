@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.fake_engine import FakeMachine
 
 from virtkit.config.machine import BootSpec, MachineSpec
 from virtkit.daemon import ctl
-from tests.support.fake_engine import FakeMachine
 from virtkit.daemon.vmproc import CTL, Supervisor
 from virtkit.engines.base import Capability, MachineBase, VmState
 from virtkit.errors import ConfigError, Unsupported

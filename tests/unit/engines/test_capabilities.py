@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.fake_engine import FakeEngine
 
 from virtkit.config.machine import BootSpec, DiskSpec, MachineSpec, NicSpec
-from tests.support.fake_engine import FakeEngine
 from virtkit.engines.base import Capability, Machine, MachineBase, Technique
 from virtkit.engines.native import NativeMachine
 from virtkit.engines.qemu import QemuMachine, snapshot_nodes
