@@ -25,10 +25,9 @@ from typing import Any
 
 from virtkit import __version__
 from virtkit.config import defaults
-from virtkit.config.machine import BootSpec, DiskSpec, MachineSpec, NicSpec
 from virtkit.daemon import cgroups, ctl
 from virtkit.daemon.cgroups import CgroupLimits, VmCgroup
-from virtkit.daemon.domain import Action, DomainSpec, DomainState, check_transition
+from virtkit.daemon.domain import Action, DiskSpec, DomainSpec, DomainState, NetSpec, check_transition
 from virtkit.daemon.events import EventBus
 from virtkit.daemon.models import (
     DomainInfo,
@@ -41,11 +40,11 @@ from virtkit.daemon.models import (
 )
 from virtkit.daemon.store import Conflict, DomainRow, NotFound, SnapshotRow, Store
 from virtkit.daemon.vmproc import CONFIG, CTL, PIDFILE, STATEFILE, load_factory, write_atomic
-from virtkit.errors import ConfigError, EngineError, HostError, ImageError
-from virtkit.storage.disks import inspect_disk
+from virtkit.errors import ConfigError, EngineError, HostError
+from virtkit.spec.machine import MachineConfig, NicConfig
+from virtkit.spec.resolve import BootImage, ImageResolver, build_boot_image, resolve
 
 DEFAULT_ENGINE_FACTORY = "virtkit.daemon.engines:make_engine"
-DEFAULT_IMAGE_FACTORY = "virtkit.images:build_image"
 START_TIMEOUT_S = 120.0
 
 
@@ -369,62 +368,31 @@ class Service:
         )
 
     # -- lifecycle
-    def _resolve(self, spec: DomainSpec, h: Handle) -> MachineSpec:
-        if spec.image is not None:
-            ref = os.environ.get("VIRTKIT_IMAGE_FACTORY") or DEFAULT_IMAGE_FACTORY
-            try:
-                build_image = load_factory(ref)
-            except (ImportError, AttributeError) as e:
-                raise ImageError("this virtkit build has no image builder", hint="use a boot section") from e
-            img = build_image(spec.image)
-            cmdline = getattr(img, "cmdline", None)
-            boot = BootSpec(kernel=img.kernel, initrd=img.initrd, **({"cmdline": cmdline} if cmdline else {}))
-        else:
-            assert spec.boot is not None
-            for p in (spec.boot.kernel, spec.boot.initrd, spec.boot.disk):
-                if p is not None and not p.is_file():
-                    raise ConfigError(f"{spec.name}: {p} does not exist", hint="fix the path in the boot section")
-            if spec.boot.disk is not None:
-                fmt = inspect_disk(spec.boot.disk).format
-                boot = BootSpec(disk=spec.boot.disk, disk_format="qcow2" if fmt == "qcow2" else "raw")
-            else:
-                boot = BootSpec(
-                    kernel=spec.boot.kernel,
-                    initrd=spec.boot.initrd,
-                    cmdline=spec.boot.cmdline or defaults.DEFAULT_CMDLINE,
-                )
-        for i, disk in enumerate(spec.disks):
-            if not disk.path.exists():
-                raise ConfigError(
-                    f"{spec.name}: disks.{i}.path {disk.path} does not exist",
-                    hint="create it (qemu-img create) or fix the path",
-                )
-        nics: list[NicSpec] = []
-        for i, n in enumerate(spec.nics):
-            if n.kind is not None:
-                nics.append(NicSpec(kind=n.kind, mac=n.mac, ifname=n.ifname, forwards=n.forwards))
-                continue
-            nm = self.networks()
-            if nm is None:
-                raise ConfigError(
-                    f"{spec.name}: nics.{i} asks for network {n.network!r} but this virtkit has no network layer",
-                    hint="use nics = ['user']",
-                )
-            nic = nm.attach_nic(spec.name, i, n.network)
-            if n.mac:
-                nic = nic.model_copy(update={"mac": n.mac})
-            nics.append(nic)
+    def _resolve(self, spec: DomainSpec, h: Handle) -> MachineConfig:
+        """The machine config for ``spec`` (:func:`virtkit.spec.resolve.resolve`); the NICs it plugs into
+        networks are noted in ``h`` so that they are unplugged when the domain stops or fails to start."""
+        nm = self.networks() if any(n.network is not None for n in spec.nics) else None
+
+        def attach(i: int, nic: NetSpec) -> NicConfig:
+            assert nm is not None and nic.network is not None
+            plugged: NicConfig = nm.attach_nic(spec.name, i, nic.network)
             h.nics_attached.append(i)
-        return MachineSpec(
-            name=spec.name,
-            engine=spec.engine,
-            vcpus=spec.vcpus,
-            memory_mib=spec.memory,
-            boot=boot,
-            disks=tuple(spec.disks),
-            nics=tuple(nics),
-            agent=spec.agent,
-        )
+            return plugged
+
+        return resolve(spec, images=self._image_resolver(), networks=attach if nm is not None else None)
+
+    @staticmethod
+    def _image_resolver() -> ImageResolver:
+        ref = os.environ.get("VIRTKIT_IMAGE_FACTORY")
+        if not ref:
+            return build_boot_image
+        build = load_factory(ref)
+
+        def images(name: str) -> BootImage:
+            img = build(name)
+            return BootImage(img.kernel, img.initrd, getattr(img, "cmdline", None) or defaults.DEFAULT_CMDLINE)
+
+        return images
 
     def _detach_nics(self, h: Handle) -> None:
         nm = self.networks() if h.nics_attached else None
@@ -463,7 +431,7 @@ class Service:
             cg.create(CgroupLimits(cpus=spec.cpu_limit(), memory_bytes=spec.memory_limit_mib() * 1024 * 1024))
         config = {
             "name": name,
-            "machine": mspec.model_dump(mode="json"),
+            "machine": mspec.to_json(),
             "engine": spec.engine,
             "engine_factory": self.engine_factory,
             "cgroup": cg is not None,

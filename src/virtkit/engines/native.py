@@ -31,31 +31,8 @@ if TYPE_CHECKING:
     from virtkit.agent.client import AgentClient
     from virtkit.config.machine import MachineSpec
 
-READY_TIMEOUT_S = 60.0
-
-
-def vmm_config(spec: MachineSpec) -> VmmConfig:
-    if spec.boot.kernel is None:
-        raise ConfigError(
-            f"machine {spec.name}: the native engine boots kernels directly and has no firmware to boot a disk",
-            hint="give boot.kernel (and initrd), or use --engine qemu for disk boot",
-        )
-    return VmmConfig(
-        kernel=spec.boot.kernel,
-        initrd=spec.boot.initrd,
-        cmdline=spec.boot.cmdline,
-        memory_mib=spec.memory_mib,
-        vcpus=spec.vcpus,
-        paravirt=spec.paravirt,
-    )
-
-
-def guest_cmdline(spec: MachineSpec) -> str:
-    """The machine's name becomes the guest's hostname, as on the QEMU engine."""
-    if "virtkit.hostname=" in spec.boot.cmdline:
-        return spec.boot.cmdline
-    return f"{spec.boot.cmdline} virtkit.hostname={spec.name}"
-
+# the VMM process's config document in the run directory
+VMM_CONFIG = "vmm.json"
 
 PR_SET_PDEATHSIG = 1
 
@@ -260,26 +237,21 @@ class NativeEngine:
         return native_availability(self._host())
 
     def command(self, spec: MachineSpec, workdir: Path) -> list[str]:
-        boot = spec.boot
-        cmd = [
-            sys.executable, "-m", "virtkit.engines.native_main",
-            "--kernel", str(boot.kernel),
-            "--cmdline", guest_cmdline(spec),
-            "--memory-mib", str(spec.memory_mib),
-            "--console", "none",
-            "--console-log", str(workdir / "console.log"),
-            "--control", str(workdir / "control.sock"),
-            "--console-socket", str(workdir / "console.sock"),
-            "--stats-json", str(workdir / "stats.json"),
-            "--vcpus", str(spec.vcpus),
-        ]  # fmt: skip
-        if spec.agent:
-            cmd += ["--agent-socket", str(workdir / "agent.sock")]
-        if boot.initrd is not None:
-            cmd += ["--initrd", str(boot.initrd)]
-        if not spec.paravirt:
-            cmd.append("--no-paravirt")
-        return cmd
+        """Write the VMM process's one JSON document (``vmm.json`` in ``workdir``) and return its argv."""
+        from virtkit.engines.native_main import VmmProcess
+
+        process = VmmProcess(
+            vmm=VmmConfig.from_machine(spec, agent_socket=workdir / "agent.sock"),
+            console="none",
+            console_log=workdir / "console.log",
+            control=workdir / "control.sock",
+            console_socket=workdir / "console.sock",
+            stats_json=workdir / "stats.json",
+        )
+        workdir.mkdir(parents=True, exist_ok=True)
+        path = workdir / VMM_CONFIG
+        path.write_text(json.dumps(process.to_json(), indent=2) + "\n")
+        return [sys.executable, "-m", "virtkit.engines.native_main", str(path)]
 
     def start(self, spec: MachineSpec, workdir: Path, die_with_parent: bool = False) -> NativeMachine:
         if spec.disks or spec.nics:
@@ -287,7 +259,7 @@ class NativeEngine:
                 f"machine {spec.name}: the native engine has no disks or NICs yet (virtio-blk and virtio-net are still to come)",
                 hint="boot from an initrd, or use --engine qemu",
             )
-        preflight(vmm_config(spec))
+        preflight(VmmConfig.from_machine(spec))
         report = self._host()
         if report.kvm_api != 12:
             raise HostError(f"the native engine needs /dev/kvm: {report.hardware_reason()}")
@@ -316,7 +288,7 @@ class NativeEngine:
         return machine
 
     def _wait_ready(self, machine: NativeMachine, proc: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
+        deadline = time.monotonic() + defaults.START_TIMEOUT_S
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 if proc.returncode == 0:
@@ -328,7 +300,7 @@ class NativeEngine:
                         return
             time.sleep(0.02)
         raise GuestTimeout(
-            f"machine {machine.name}: the native VMM did not start within {READY_TIMEOUT_S:.0f} s",
+            f"machine {machine.name}: the native VMM did not start within {defaults.START_TIMEOUT_S:.0f} s",
             console_tail=machine.console()[-2000:],
             hint=f"see {machine.vmm_log}",
         )
