@@ -34,6 +34,24 @@ if TYPE_CHECKING:
 # the VMM process's config document in the run directory
 VMM_CONFIG = "vmm.json"
 
+
+def vmm_config(spec: MachineSpec, agent_socket: Path | None = None) -> VmmConfig:
+    """The native VMM's config for a resolved machine; ``agent_socket`` only when the machine has an agent."""
+    if spec.boot.kernel is None:
+        raise ConfigError(
+            f"machine {spec.name}: the native engine boots kernels directly and has no firmware to boot a disk",
+            hint="give boot.kernel (and initrd), or use --engine qemu for disk boot",
+        )
+    return VmmConfig(
+        kernel=spec.boot.kernel,
+        initrd=spec.boot.initrd,
+        cmdline=spec.boot.cmdline,
+        memory_mib=spec.memory_mib,
+        vcpus=spec.vcpus,
+        paravirt=spec.paravirt,
+        agent_socket=agent_socket if spec.agent else None,
+    )
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -241,7 +259,7 @@ class NativeEngine:
         from virtkit.engines.native_main import VmmProcess
 
         process = VmmProcess(
-            vmm=VmmConfig.from_machine(spec, agent_socket=workdir / "agent.sock"),
+            vmm=vmm_config(spec, agent_socket=workdir / "agent.sock"),
             console="none",
             console_log=workdir / "console.log",
             control=workdir / "control.sock",
@@ -259,7 +277,7 @@ class NativeEngine:
                 f"machine {spec.name}: the native engine has no disks or NICs yet (virtio-blk and virtio-net are still to come)",
                 hint="boot from an initrd, or use --engine qemu",
             )
-        preflight(VmmConfig.from_machine(spec))
+        preflight(vmm_config(spec))
         report = self._host()
         if report.kvm_api != 12:
             raise HostError(f"the native engine needs /dev/kvm: {report.hardware_reason()}")

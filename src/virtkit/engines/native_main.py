@@ -2,9 +2,9 @@
 
     python -m virtkit.engines.native_main CONFIG.json      (or ``-``: read it from stdin; or the document itself)
 
-The document is :class:`VmmProcess` as JSON: ``{"vmm": {"kernel": ..., "cmdline": ..., "memory_mib": ...},
-"console": "none", "control": "/run/.../control.sock", ...}``; :class:`~virtkit.machine.config.VmmConfig`
-lists the machine's fields. :meth:`virtkit.engines.native.NativeEngine.command` writes it; ``virtkit run
+The document is :class:`VmmProcess` as JSON (:mod:`virtkit.spec.codec`): ``{"vmm": {"kernel": ...,
+"cmdline": ..., "memory_mib": ...}, "console": "none", "control": "/run/.../control.sock", ...}``;
+:class:`~virtkit.machine.config.VmmConfig` lists the machine's fields. :meth:`virtkit.engines.native.NativeEngine.command` writes it; ``virtkit run
 --engine native --kernel K`` builds it in-process (:mod:`virtkit.cli.native`).
 
 Exit status: 0 when the guest powered off, reset with ``on_reset: exit``, or the VMM was stopped; 1 when

@@ -24,7 +24,7 @@ from virtkit.arch.x86_64.loader import (
     read_kernel,
     write_boot_info,
 )
-from virtkit.config import defaults
+from virtkit.config.defaults import AGENT_PORT_NAME
 from virtkit.devices import acpi_pm, cmos, i8042, serial
 from virtkit.devices.bus import Bus
 from virtkit.devices.trigger import IrqLine
@@ -186,7 +186,7 @@ def virtio_devices(
             agent = listen(config.agent_socket)
             closers.append(agent.close)
         bridge = agent
-        vcon = Console([Port(None, console), Port(defaults.AGENT_PORT_NAME, bridge.output)])
+        vcon = Console([Port(None, console), Port(AGENT_PORT_NAME, bridge.output)])
         bridge.deliver = functools.partial(vcon.input, 1)
         closers.append(lambda: setattr(bridge, "deliver", _drop))  # between boots, client bytes go nowhere
         devices.append(vcon)

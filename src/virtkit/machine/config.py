@@ -1,19 +1,10 @@
-"""What the native VMM is asked to run: pure data.
-
-:class:`VmmConfig` is the native engine's view of a resolved :class:`~virtkit.spec.machine.MachineConfig`
-(:meth:`VmmConfig.from_machine`) plus the knobs only this VMM has. It crosses into the VMM process as JSON
-(:mod:`virtkit.spec.codec`).
-"""
+"""What the native VMM is asked to run: pure data."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-from virtkit.config import defaults
-from virtkit.errors import ConfigError
-from virtkit.spec.machine import MachineConfig
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -21,8 +12,8 @@ class VmmConfig:
     kernel: Path
     initrd: Path | None = None
     cmdline: str = "console=ttyS0"
-    memory_mib: int = defaults.DEFAULT_MEMORY_MIB
-    vcpus: int = defaults.DEFAULT_VCPUS
+    memory_mib: int = 256
+    vcpus: int = 1
     # expose KVM's paravirtual CPUID leaves (kvm-clock, PV EOI, ...)
     paravirt: bool = True
     # what a guest reset (reboot, triple fault, i8042 0xFE) does: boot again, or end the VMM
@@ -37,37 +28,6 @@ class VmmConfig:
     ioeventfd: bool = True
     # MSIs through irqfd (an eventfd write) rather than the KVM_SIGNAL_MSI ioctl
     irqfd: bool = True
-
-    @classmethod
-    def from_machine(cls, machine: MachineConfig, agent_socket: Path | None = None) -> VmmConfig:
-        """The native VMM's config for a resolved machine; ``agent_socket`` only when the machine has an agent."""
-        boot = machine.boot
-        if boot.kernel is None:
-            raise ConfigError(
-                f"machine {machine.name}: the native engine boots kernels directly and has no firmware to boot a disk",
-                hint="give boot.kernel (and initrd), or use --engine qemu for disk boot",
-            )
-        return cls(
-            kernel=boot.kernel,
-            initrd=boot.initrd,
-            cmdline=boot.cmdline,
-            memory_mib=machine.memory_mib,
-            vcpus=machine.vcpus,
-            paravirt=machine.paravirt,
-            agent_socket=agent_socket if machine.agent else None,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        from virtkit.spec.codec import to_json
-
-        data: dict[str, Any] = to_json(self)
-        return data
-
-    @classmethod
-    def from_json(cls, data: Any) -> VmmConfig:
-        from virtkit.spec.codec import from_json
-
-        return from_json(cls, data, "vmm")
 
 
 @dataclass(frozen=True)
