@@ -17,9 +17,12 @@ from virtkit.client import Client
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 # The process-backed fake engine and a no-build image: everything real but the guest (unit tests).
+# FAKE_IMAGES is read by this harness only: it starts tests/fake_virtkitd.py, which passes the daemon its
+# image resolver as an argument (the shipped daemon reads no such switch).
+FAKE_IMAGES = "VIRTKIT_TEST_FAKE_IMAGES"
 FAKE = {
     "VIRTKIT_ENGINE_FACTORY": "virtkit.daemon.fake_engine:FakeEngine",
-    "VIRTKIT_IMAGE_FACTORY": "virtkit.daemon.fake_engine:fake_image",
+    FAKE_IMAGES: "1",
     "VIRTKIT_NO_NETWORKS": "1",
 }
 
@@ -40,7 +43,8 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *extra: str) -> None:
-        args = [sys.executable, "-m", "virtkit.daemon", "--home", str(self.home), "--log-level", "warning"]
+        entry = [str(Path(__file__).parent / "fake_virtkitd.py")] if self.env.get(FAKE_IMAGES) else ["-m", "virtkit.daemon"]
+        args = [sys.executable, *entry, "--home", str(self.home), "--log-level", "warning"]
         if self.tcp:
             args += ["--tcp", self.tcp, "--token-file", str(self.home / "token")]
         log = open(self.home / "virtkitd.log", "ab")  # noqa: SIM115

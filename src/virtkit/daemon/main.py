@@ -24,6 +24,7 @@ from pathlib import Path
 from virtkit import __version__
 from virtkit.config import defaults
 from virtkit.errors import ConfigError, VirtkitError
+from virtkit.spec.resolve import ImageResolver, build_boot_image
 
 log = logging.getLogger("virtkitd")
 
@@ -134,7 +135,7 @@ def _server_class() -> type:
     return Server
 
 
-async def serve(args: argparse.Namespace) -> None:
+async def serve(args: argparse.Namespace, images: ImageResolver = build_boot_image) -> None:
     import uvicorn
 
     _Server = _server_class()
@@ -153,7 +154,10 @@ async def serve(args: argparse.Namespace) -> None:
     lock.flush()
 
     service = Service(
-        home, use_cgroups=False if args.no_cgroups else None, use_networks=False if args.no_networks else None
+        home,
+        use_cgroups=False if args.no_cgroups else None,
+        use_networks=False if args.no_networks else None,
+        images=images,
     )
     service.recover(autostart=not args.no_autostart)
     token = None
@@ -188,11 +192,12 @@ async def serve(args: argparse.Namespace) -> None:
             sock_path.unlink()  # we hold the lock, so the socket is ours
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, images: ImageResolver = build_boot_image) -> int:
+    """virtkitd; ``images`` is the image resolver its domains use (tests pass one that builds nothing)."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="virtkitd: %(levelname)s %(message)s")
     try:
-        asyncio.run(serve(args))
+        asyncio.run(serve(args, images))
     except VirtkitError as e:
         print(f"virtkitd: error: {e}", file=sys.stderr)
         return 2

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from virtkit import __version__
-from virtkit.config import defaults
 from virtkit.daemon import cgroups, ctl
 from virtkit.daemon.cgroups import CgroupLimits, VmCgroup
 from virtkit.daemon.domain import Action, DiskSpec, DomainSpec, DomainState, NetSpec, check_transition
@@ -39,10 +38,10 @@ from virtkit.daemon.models import (
     SnapshotInfo,
 )
 from virtkit.daemon.store import Conflict, DomainRow, NotFound, SnapshotRow, Store
-from virtkit.daemon.vmproc import CONFIG, CTL, PIDFILE, STATEFILE, load_factory, write_atomic
+from virtkit.daemon.vmproc import CONFIG, CTL, PIDFILE, STATEFILE, write_atomic
 from virtkit.errors import ConfigError, EngineError, HostError
 from virtkit.spec.machine import MachineConfig, NicConfig
-from virtkit.spec.resolve import BootImage, ImageResolver, build_boot_image, resolve
+from virtkit.spec.resolve import ImageResolver, build_boot_image, resolve
 
 DEFAULT_ENGINE_FACTORY = "virtkit.daemon.engines:make_engine"
 START_TIMEOUT_S = 120.0
@@ -94,8 +93,12 @@ class Service:
         engine_factory: str | None = None,
         use_cgroups: bool | None = None,
         use_networks: bool | None = None,
+        images: ImageResolver = build_boot_image,
     ) -> None:
+        """``images`` resolves a domain's ``image`` to its kernel and initrd (tests pass one that builds
+        nothing)."""
         self.home = home
+        self.images = images
         home.mkdir(parents=True, exist_ok=True)
         self.vms_dir = home / "vms"
         self.vms_dir.mkdir(exist_ok=True)
@@ -379,20 +382,7 @@ class Service:
             h.nics_attached.append(i)
             return plugged
 
-        return resolve(spec, images=self._image_resolver(), networks=attach if nm is not None else None)
-
-    @staticmethod
-    def _image_resolver() -> ImageResolver:
-        ref = os.environ.get("VIRTKIT_IMAGE_FACTORY")
-        if not ref:
-            return build_boot_image
-        build = load_factory(ref)
-
-        def images(name: str) -> BootImage:
-            img = build(name)
-            return BootImage(img.kernel, img.initrd, getattr(img, "cmdline", None) or defaults.DEFAULT_CMDLINE)
-
-        return images
+        return resolve(spec, images=self.images, networks=attach if nm is not None else None)
 
     def _detach_nics(self, h: Handle) -> None:
         nm = self.networks() if h.nics_attached else None

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from daemon_harness import FAKE
+from fake_virtkitd import fake_boot_image
 from virtkit.config.machine import NicSpec
 from virtkit.daemon.domain import validate_spec
 from virtkit.daemon.service import Service
@@ -40,7 +41,7 @@ def test_nics_are_attached_at_start_and_detached_at_stop(home: Path, monkeypatch
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("VIRTKIT_HOME", str(home))
     monkeypatch.setenv("VIRTKIT_CGROUP_PARENT", f"virtkit-test-svc-{home.name}")
-    svc = Service(home, use_cgroups=False, use_networks=True)
+    svc = Service(home, use_cgroups=False, use_networks=True, images=fake_boot_image)
     nets = RecordingNetworks()
     svc._nm, svc._nm_loaded = nets, True
     svc.recover(autostart=True)
