@@ -338,7 +338,7 @@ class Service:
             stderr=base64.b64decode(r["stderr_b64"]).decode(errors="replace"),
         )
 
-    def wait_agent(self, name: str, timeout: float = 120.0) -> None:
+    def wait_agent(self, name: str, timeout: float = defaults.READY_TIMEOUT_S) -> None:
         h = self._handle(name, "reach the agent of")
         ctl.call(h.ctl, "agent_ping", {"wait": True, "timeout": timeout}, timeout=timeout + 10)
 
