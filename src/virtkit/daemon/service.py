@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from virtkit import __version__
+from virtkit.config import defaults
 from virtkit.daemon import cgroups, ctl
 from virtkit.daemon.cgroups import CgroupLimits, VmCgroup
 from virtkit.daemon.domain import Action, DiskSpec, DomainSpec, DomainState, NetSpec, check_transition

@@ -91,7 +91,8 @@ def _boot(spec: DomainSpec, images: ImageResolver) -> BootConfig:
     for field, path in (("kernel", boot.kernel), ("initrd", boot.initrd), ("disk", boot.disk)):
         if path is not None and not path.is_file():
             raise ConfigError(
-                f"{spec.name}: boot.{field} {path} does not exist", hint="fix the path in the boot section"
+                f"{spec.name}: boot.{field} {path} does not exist",
+                hint=f"fix the path (boot.{field} in a domain spec, --{field} for virtkit run)",
             )
     if boot.disk is not None:
         from virtkit.storage.disks import inspect_disk

@@ -133,7 +133,7 @@ def _error(spec: dict[str, Any], files: Path, networks: Any = None) -> ConfigErr
 
 def test_missing_kernel_names_its_field(files: Path) -> None:
     err = _error({"name": "k1", "boot": {"kernel": "nosuch"}}, files)
-    assert "k1: boot.kernel nosuch does not exist" in err.message and "boot section" in str(err.hint)
+    assert "k1: boot.kernel nosuch does not exist" in err.message and "--kernel" in str(err.hint)
 
 
 def test_missing_disk_names_its_index(files: Path) -> None:
