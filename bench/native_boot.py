@@ -51,8 +51,8 @@ MEMORY_MIB = 64
 
 
 def native_command(kernel: Path, cmdline: str) -> list[str]:
-    return [sys.executable, "-m", "virtkit.engines.native_main", "--kernel", str(kernel), "--cmdline", cmdline,
-            "--memory-mib", str(MEMORY_MIB), "--console", "stdio"]  # fmt: skip
+    vmm = {"kernel": str(kernel), "cmdline": cmdline, "memory_mib": MEMORY_MIB}
+    return [sys.executable, "-m", "virtkit.engines.native_main", json.dumps({"vmm": vmm, "console": "stdio"})]
 
 
 def qemu_command(kernel: Path, cmdline: str) -> list[str]:

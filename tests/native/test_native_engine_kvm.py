@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -105,9 +107,10 @@ def test_console_socket_attaches_to_the_serial_port(
 def test_guest_reset_with_exit_policy_ends_the_process_cleanly(
     kvm: object, test_kernels: dict[str, Path], tmp_path: Path
 ) -> None:
+    # the VMM process reads its one JSON document from stdin ("-")
+    doc = {"vmm": {"kernel": str(test_kernels["pvh"]), "cmdline": "reset", "memory_mib": 64, "on_reset": "exit"}}
     proc = subprocess.run(
-        [sys.executable, "-m", "virtkit.engines.native_main", "--kernel", str(test_kernels["pvh"]),
-         "--cmdline", "reset", "--memory-mib", "64", "--on-reset", "exit"],
+        [sys.executable, "-m", "virtkit.engines.native_main", "-"], input=json.dumps(doc),
         capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -123,9 +126,7 @@ def test_bad_input_gives_one_clear_error(kvm: object, test_kernels: dict[str, Pa
     huge = tmp_path / "initrd"
     with huge.open("wb") as f:
         f.truncate(100 << 20)
-    bad = spec(test_kernels["bzimage"], "x").model_copy(
-        update={"boot": BootSpec(kernel=test_kernels["bzimage"], initrd=huge)}
-    )
+    bad = dataclasses.replace(spec(test_kernels["bzimage"], "x"), boot=BootSpec(kernel=test_kernels["bzimage"], initrd=huge))
     with pytest.raises(ConfigError, match="does not fit"):
         engine.start(bad, tmp_path / "b")
     with pytest.raises(ConfigError, match="at most 2047"):

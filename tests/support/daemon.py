@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support import fake_daemon
 from virtkit.client import Client
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,9 +36,8 @@ class Daemon:
         self.socket = home / "virtkitd.sock"
         self.tcp = tcp
         self.cgroup_parent = f"virtkit-test-{uuid.uuid4().hex[:8]}"
-        fake_env = {"VIRTKIT_IMAGE_FACTORY": fake_daemon.IMAGE} if fake else {}
         self.env = {**os.environ, "VIRTKIT_HOME": str(home), "VIRTKIT_CGROUP_PARENT": self.cgroup_parent,
-                    "PYTHONPATH": PYTHONPATH, **fake_env, **(env or {})}
+                    "PYTHONPATH": PYTHONPATH, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *extra: str) -> None:

@@ -1,7 +1,8 @@
 """virtkitd with the process-backed fake engine: ``python -m tests.support.fake_daemon [virtkitd flags]``.
 
 The shipped daemon has no switch that selects a fake; this test-owned entry point hands it one, as the
-explicit ``engine_factory`` argument of :func:`virtkit.daemon.main.main`. The daemon's supervisors import it
+explicit ``engine_factory`` and ``images`` arguments of :func:`virtkit.daemon.main.main` (an image resolver
+that builds nothing). The daemon's supervisors import it
 by that name, so the checkout's root must be on their PYTHONPATH (tests.support.daemon sees to that).
 """
 
@@ -9,12 +10,17 @@ from __future__ import annotations
 
 import sys
 
+from tests.support.fake_engine import fake_image
 from virtkit.daemon.main import main
+from virtkit.spec.resolve import BootImage
 
 ENGINE = "tests.support.fake_engine:FakeEngine"
-# Until the daemon takes its image builder as an argument too, the fake one is named by the variable that
-# Service._resolve reads.
-IMAGE = "tests.support.fake_engine:fake_image"
+
+
+def fake_boot_image(name: str) -> BootImage:
+    img = fake_image(name)
+    return BootImage(img.kernel, img.initrd)
+
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:], engine_factory=ENGINE))
+    sys.exit(main(sys.argv[1:], engine_factory=ENGINE, images=fake_boot_image))

@@ -528,11 +528,10 @@ def l2_command(
             "-kernel", str(kernel), "-initrd", str(art.initrd), "-append", cmdline,
         ]  # fmt: skip
     if engine == "native":
-        return [
-            sys.executable, "-m", "virtkit.engines.native_main",
-            "--kernel", str(kernel), "--initrd", str(art.initrd), "--cmdline", cmdline,
-            "--memory-mib", str(memory_mib), "--on-reset", "exit",
-        ]  # fmt: skip
+        # the VMM's one JSON document, given inline (the command runs through a shell inside L1)
+        vmm = {"kernel": str(kernel), "initrd": str(art.initrd), "cmdline": cmdline, "memory_mib": memory_mib,
+               "on_reset": "exit"}  # fmt: skip
+        return [sys.executable, "-m", "virtkit.engines.native_main", json.dumps({"vmm": vmm})]
     raise ValueError(f"unknown engine {engine!r} (use 'qemu' or 'native')")
 
 

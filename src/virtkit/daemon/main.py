@@ -24,6 +24,7 @@ from pathlib import Path
 from virtkit import __version__
 from virtkit.config import defaults
 from virtkit.errors import ConfigError, VirtkitError
+from virtkit.spec.resolve import ImageResolver, build_boot_image
 
 log = logging.getLogger("virtkitd")
 
@@ -134,9 +135,12 @@ def _server_class() -> type:
     return Server
 
 
-async def serve(args: argparse.Namespace, engine_factory: str | None = None) -> None:
-    """Serve until SIGTERM/SIGINT. ``engine_factory`` ("module:callable") replaces the real engines: the
-    tests' entry point (tests/support/fake_daemon.py) passes a fake one; virtkitd itself never does."""
+async def serve(
+    args: argparse.Namespace, engine_factory: str | None = None, images: ImageResolver = build_boot_image
+) -> None:
+    """Serve until SIGTERM/SIGINT. ``engine_factory`` ("module:callable") and ``images`` replace the real
+    engines and image builder: the tests' entry point (tests/support/fake_daemon.py) passes fakes; virtkitd
+    itself never does."""
     import uvicorn
 
     _Server = _server_class()
@@ -165,6 +169,7 @@ async def serve(args: argparse.Namespace, engine_factory: str | None = None) -> 
         engine_factory=engine_factory or DEFAULT_ENGINE_FACTORY,
         use_cgroups=False if args.no_cgroups else None,
         networks=networks,
+        images=images,
     )
     # off the event loop: pyroute2 (networks' autostart) goes async when it finds a running loop in its thread
     await asyncio.to_thread(service.recover, autostart=not args.no_autostart)
@@ -200,11 +205,13 @@ async def serve(args: argparse.Namespace, engine_factory: str | None = None) -> 
             sock_path.unlink()  # we hold the lock, so the socket is ours
 
 
-def main(argv: list[str] | None = None, engine_factory: str | None = None) -> int:
+def main(
+    argv: list[str] | None = None, engine_factory: str | None = None, images: ImageResolver = build_boot_image
+) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="virtkitd: %(levelname)s %(message)s")
     try:
-        asyncio.run(serve(args, engine_factory))
+        asyncio.run(serve(args, engine_factory, images))
     except VirtkitError as e:
         print(f"virtkitd: error: {e}", file=sys.stderr)
         return 2

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from virtkit.config.machine import NicSpec
     from virtkit.network.manager import IfAddr
+    from virtkit.spec.machine import NicConfig
 
 
 class NetworkAttacher(Protocol):
@@ -23,7 +23,7 @@ class NetworkAttacher(Protocol):
         """Start the networks marked autostart."""
         ...
 
-    def attach_nic(self, vm: str, index: int, network_arg: str, /) -> NicSpec:
+    def attach_nic(self, vm: str, index: int, network_arg: str, /) -> NicConfig:
         """Create NIC ``index`` of ``vm`` on a network (a name, ``bridge=BR`` or ``direct=IF``)."""
         ...
 

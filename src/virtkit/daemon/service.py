@@ -20,9 +20,8 @@ from typing import Any
 
 from virtkit import __version__
 from virtkit.config import defaults
-from virtkit.config.machine import BootSpec, MachineSpec, NicSpec
 from virtkit.daemon import cgroups, ctl, procinfo
-from virtkit.daemon.domain import Action, DomainSpec, DomainState, check_transition
+from virtkit.daemon.domain import Action, DomainSpec, DomainState, NetSpec, check_transition
 from virtkit.daemon.events import EventBus
 from virtkit.daemon.models import (
     DomainInfo,
@@ -37,11 +36,9 @@ from virtkit.daemon.networks import NetworkAttacher
 from virtkit.daemon.snapshots import Snapshots
 from virtkit.daemon.store import DomainRow, NotFound, Store
 from virtkit.daemon.supervisors import DEFAULT_ENGINE_FACTORY, Handle, Supervisors
-from virtkit.daemon.vmproc import load_factory
-from virtkit.errors import ConfigError, EngineError, HostError, ImageError
-from virtkit.storage.disks import inspect_disk
-
-DEFAULT_IMAGE_FACTORY = "virtkit.images:build_image"
+from virtkit.errors import ConfigError, EngineError, HostError
+from virtkit.spec.machine import MachineConfig, NicConfig
+from virtkit.spec.resolve import ImageResolver, build_boot_image, resolve
 
 
 class Service:
@@ -51,10 +48,13 @@ class Service:
         engine_factory: str = DEFAULT_ENGINE_FACTORY,
         use_cgroups: bool | None = None,
         networks: NetworkAttacher | None = None,
+        images: ImageResolver = build_boot_image,
     ) -> None:
         """``engine_factory``: "module:callable" the supervisors start engines with (tests name a fake one).
-        ``networks``: the host's network layer, or None to leave host networks alone (only 'user' NICs)."""
+        ``networks``: the host's network layer, or None to leave host networks alone (only 'user' NICs).
+        ``images`` resolves a domain's ``image`` to its kernel and initrd (tests pass one that builds nothing)."""
         self.home = home
+        self.images = images
         home.mkdir(parents=True, exist_ok=True)
         self.store = Store(home / "virtkitd.db")
         self.events = EventBus(self.store)
@@ -278,7 +278,7 @@ class Service:
             stderr=base64.b64decode(r["stderr_b64"]).decode(errors="replace"),
         )
 
-    def wait_agent(self, name: str, timeout: float = 120.0) -> None:
+    def wait_agent(self, name: str, timeout: float = defaults.READY_TIMEOUT_S) -> None:
         h = self._handle(name, "reach the agent of")
         ctl.call(h.ctl, "agent_ping", {"wait": True, "timeout": timeout}, timeout=timeout + 10)
 
@@ -311,63 +311,18 @@ class Service:
         )
 
     # -- lifecycle
-    def _resolve(self, spec: DomainSpec, h: Handle) -> MachineSpec:
-        if spec.image is not None:
-            ref = os.environ.get("VIRTKIT_IMAGE_FACTORY") or DEFAULT_IMAGE_FACTORY
-            try:
-                build_image = load_factory(ref)
-            except (ImportError, AttributeError) as e:
-                raise ImageError("this virtkit build has no image builder", hint="use a boot section") from e
-            img = build_image(spec.image)
-            cmdline = getattr(img, "cmdline", None)
-            boot = BootSpec(kernel=img.kernel, initrd=img.initrd, **({"cmdline": cmdline} if cmdline else {}))
-        else:
-            assert spec.boot is not None
-            for p in (spec.boot.kernel, spec.boot.initrd, spec.boot.disk):
-                if p is not None and not p.is_file():
-                    raise ConfigError(f"{spec.name}: {p} does not exist", hint="fix the path in the boot section")
-            if spec.boot.disk is not None:
-                fmt = inspect_disk(spec.boot.disk).format
-                boot = BootSpec(disk=spec.boot.disk, disk_format="qcow2" if fmt == "qcow2" else "raw")
-            else:
-                boot = BootSpec(
-                    kernel=spec.boot.kernel,
-                    initrd=spec.boot.initrd,
-                    cmdline=spec.boot.cmdline or defaults.DEFAULT_CMDLINE,
-                )
-        for i, disk in enumerate(spec.disks):
-            if not disk.path.exists():
-                raise ConfigError(
-                    f"{spec.name}: disks.{i}.path {disk.path} does not exist",
-                    hint="create it (qemu-img create) or fix the path",
-                )
-        nics: list[NicSpec] = []
-        for i, n in enumerate(spec.nics):
-            if n.kind is not None:
-                nics.append(NicSpec(kind=n.kind, mac=n.mac, ifname=n.ifname, forwards=n.forwards))
-                continue
-            nm = self.networks()
-            if nm is None:
-                raise ConfigError(
-                    f"{spec.name}: nics.{i} asks for network {n.network!r} but this virtkit has no network layer",
-                    hint="use nics = ['user']",
-                )
-            assert n.network is not None  # a NIC names either a kind or a network (validate_spec)
-            nic = nm.attach_nic(spec.name, i, n.network)
-            if n.mac:
-                nic = nic.model_copy(update={"mac": n.mac})
-            nics.append(nic)
+    def _resolve(self, spec: DomainSpec, h: Handle) -> MachineConfig:
+        """The machine config for ``spec`` (:func:`virtkit.spec.resolve.resolve`); the NICs it plugs into
+        networks are noted in ``h`` so that they are unplugged when the domain stops or fails to start."""
+        nm = self.networks() if any(n.network is not None for n in spec.nics) else None
+
+        def attach(i: int, nic: NetSpec) -> NicConfig:
+            assert nm is not None and nic.network is not None
+            plugged: NicConfig = nm.attach_nic(spec.name, i, nic.network)
             h.nics_attached.append(i)
-        return MachineSpec(
-            name=spec.name,
-            engine=spec.engine,
-            vcpus=spec.vcpus,
-            memory_mib=spec.memory,
-            boot=boot,
-            disks=tuple(spec.disks),
-            nics=tuple(nics),
-            agent=spec.agent,
-        )
+            return plugged
+
+        return resolve(spec, images=self.images, networks=attach if nm is not None else None)
 
     def _detach_nics(self, h: Handle) -> None:
         nm = self.networks() if h.nics_attached else None

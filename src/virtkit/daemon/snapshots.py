@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from virtkit.config.machine import DiskSpec
 from virtkit.daemon import ctl
 from virtkit.daemon.domain import DomainSpec, DomainState
 from virtkit.daemon.events import EventBus
@@ -23,6 +22,7 @@ from virtkit.daemon.models import SnapshotInfo
 from virtkit.daemon.store import Conflict, DomainRow, SnapshotRow, Store
 from virtkit.daemon.supervisors import Supervisors
 from virtkit.errors import ConfigError, EngineError
+from virtkit.spec.domain import DiskSpec
 
 
 def writable_disks(spec: DomainSpec) -> list[DiskSpec]:

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from virtkit.config.machine import MachineSpec
 from virtkit.daemon import ctl
 from virtkit.daemon.cgroups import CgroupLimits, VmCgroup
 from virtkit.daemon.domain import DomainSpec, DomainState
@@ -32,6 +31,7 @@ from virtkit.daemon.vmproc import CONFIG, CTL, PIDFILE, STATEFILE
 from virtkit.errors import EngineError
 from virtkit.fsutil import write_atomic
 from virtkit.host.process import python_child_env
+from virtkit.spec.machine import MachineConfig
 
 DEFAULT_ENGINE_FACTORY = "virtkit.daemon.engines:make_engine"
 START_TIMEOUT_S = 120.0
@@ -105,7 +105,7 @@ class Supervisors:
                 (d / f).unlink()
         return Handle(name, d)
 
-    def launch(self, h: Handle, spec: DomainSpec, machine: MachineSpec) -> None:
+    def launch(self, h: Handle, spec: DomainSpec, machine: MachineConfig) -> None:
         """Start h's supervisor in the VM's cgroup and wait until its engine runs, then track the handle
         (call :meth:`follow` next); on failure raise the supervisor's own error and leave no cgroup behind."""
         name, d = h.name, h.vmdir
@@ -114,7 +114,7 @@ class Supervisors:
             cg.create(CgroupLimits(cpus=spec.cpu_limit(), memory_bytes=spec.memory_limit_mib() * 1024 * 1024))
         config = {
             "name": name,
-            "machine": machine.model_dump(mode="json"),
+            "machine": machine.to_json(),
             "engine": spec.engine,
             "engine_factory": self.engine_factory,
             "cgroup": cg is not None,

@@ -215,7 +215,7 @@ class Supervisor:
             with contextlib.suppress(FileNotFoundError):
                 (self.vmdir / STATEFILE).unlink()
             self.serve()
-            spec = MachineSpec.model_validate(self.config["machine"])
+            spec = MachineSpec.from_json(self.config["machine"])
             factory = load_factory(self.config["engine_factory"])
             engine: Engine = factory(self.config.get("engine", spec.engine))
             workdir = self.vmdir / "run"

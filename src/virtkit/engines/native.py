@@ -39,10 +39,12 @@ if TYPE_CHECKING:
     from virtkit.agent.client import AgentClient
     from virtkit.config.machine import MachineSpec
 
-READY_TIMEOUT_S = 60.0
+# the VMM process's config document in the run directory
+VMM_CONFIG = "vmm.json"
 
 
-def vmm_config(spec: MachineSpec) -> VmmConfig:
+def vmm_config(spec: MachineSpec, agent_socket: Path | None = None) -> VmmConfig:
+    """The native VMM's config for a resolved machine; ``agent_socket`` only when the machine has an agent."""
     if spec.boot.kernel is None:
         raise ConfigError(
             f"machine {spec.name}: the native engine boots kernels directly and has no firmware to boot a disk",
@@ -55,14 +57,9 @@ def vmm_config(spec: MachineSpec) -> VmmConfig:
         memory_mib=spec.memory_mib,
         vcpus=spec.vcpus,
         paravirt=spec.paravirt,
+        agent_socket=agent_socket if spec.agent else None,
     )
 
-
-def guest_cmdline(spec: MachineSpec) -> str:
-    """The machine's name becomes the guest's hostname, as on the QEMU engine."""
-    if "virtkit.hostname=" in spec.boot.cmdline:
-        return spec.boot.cmdline
-    return f"{spec.boot.cmdline} virtkit.hostname={spec.name}"
 
 
 CONTROL_TIMEOUT_S = 15.0
@@ -252,26 +249,21 @@ class NativeEngine:
         return native_availability(self._host())
 
     def command(self, spec: MachineSpec, workdir: Path) -> list[str]:
-        boot = spec.boot
-        cmd = [
-            sys.executable, "-m", "virtkit.engines.native_main",
-            "--kernel", str(boot.kernel),
-            "--cmdline", guest_cmdline(spec),
-            "--memory-mib", str(spec.memory_mib),
-            "--console", "none",
-            "--console-log", str(workdir / "console.log"),
-            "--control", str(workdir / "control.sock"),
-            "--console-socket", str(workdir / "console.sock"),
-            "--stats-json", str(workdir / "stats.json"),
-            "--vcpus", str(spec.vcpus),
-        ]  # fmt: skip
-        if spec.agent:
-            cmd += ["--agent-socket", str(workdir / "agent.sock")]
-        if boot.initrd is not None:
-            cmd += ["--initrd", str(boot.initrd)]
-        if not spec.paravirt:
-            cmd.append("--no-paravirt")
-        return cmd
+        """Write the VMM process's one JSON document (``vmm.json`` in ``workdir``) and return its argv."""
+        from virtkit.engines.native_main import VmmProcess
+
+        process = VmmProcess(
+            vmm=vmm_config(spec, agent_socket=workdir / "agent.sock"),
+            console="none",
+            console_log=workdir / "console.log",
+            control=workdir / "control.sock",
+            console_socket=workdir / "console.sock",
+            stats_json=workdir / "stats.json",
+        )
+        workdir.mkdir(parents=True, exist_ok=True)
+        path = workdir / VMM_CONFIG
+        path.write_text(json.dumps(process.to_json(), indent=2) + "\n")
+        return [sys.executable, "-m", "virtkit.engines.native_main", str(path)]
 
     def start(self, spec: MachineSpec, workdir: Path, die_with_parent: bool = False) -> NativeMachine:
         if spec.disks or spec.nics:
@@ -307,7 +299,7 @@ class NativeEngine:
 
     def _wait_started(self, machine: NativeMachine, proc: subprocess.Popen[bytes]) -> None:
         """Until the VMM answers on its control socket (not the guest agent: that is wait_ready())."""
-        deadline = time.monotonic() + READY_TIMEOUT_S
+        deadline = time.monotonic() + defaults.START_TIMEOUT_S
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 if proc.returncode == 0:
@@ -319,7 +311,7 @@ class NativeEngine:
                         return
             time.sleep(0.02)
         raise GuestTimeout(
-            f"machine {machine.name}: the native VMM did not start within {READY_TIMEOUT_S:.0f} s",
+            f"machine {machine.name}: the native VMM did not start within {defaults.START_TIMEOUT_S:.0f} s",
             console_tail=machine.console()[-2000:],
             hint=f"see {machine.vmm_log}",
         )

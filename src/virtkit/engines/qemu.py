@@ -128,7 +128,7 @@ class QemuEngine:
             "-device", "virtio-rng-pci",
         ]  # fmt: skip
         if spec.boot.kernel is not None:
-            argv += ["-kernel", str(spec.boot.kernel), "-append", _cmdline(spec)]
+            argv += ["-kernel", str(spec.boot.kernel), "-append", spec.boot.cmdline]
             if spec.boot.initrd:
                 argv += ["-initrd", str(spec.boot.initrd)]
         else:
@@ -157,7 +157,7 @@ class QemuEngine:
         return argv
 
     def _nic_args(self, spec: MachineSpec, i: int, nic: NicSpec, fd: int | None) -> list[str]:
-        mac = nic.mac or stable_mac(spec.name, i)
+        mac = nic.mac or defaults.stable_mac(spec.name, i)
         if nic.kind == "user":
             fwd = "".join(f",hostfwd={p}::{h}-:{g}" for p, h, g in nic.forwards)
             netdev = f"user,id=net{i}{fwd}"
@@ -236,13 +236,6 @@ class QemuEngine:
         return machine
 
 
-def _cmdline(spec: MachineSpec) -> str:
-    """The spec's command line, plus the machine's name as the guest hostname (the default image reads it)."""
-    if "virtkit.hostname=" in spec.boot.cmdline:
-        return spec.boot.cmdline
-    return f"{spec.boot.cmdline} virtkit.hostname={spec.name}"
-
-
 def snapshot_nodes(spec: MachineSpec) -> list[str] | str:
     """The block nodes an internal snapshot (``snapshot-save``) writes to: every writable disk, which must
     all be qcow2 (the first also takes the memory); or why the machine cannot have one."""
@@ -264,14 +257,6 @@ def _ifindex_in(netns: str | None, ifname: str) -> int:
     if not idx:
         raise ConfigError(f"macvtap device {ifname} does not exist", hint="create the network attachment first")
     return int(idx[0])
-
-
-def stable_mac(vm: str, index: int) -> str:
-    """A MAC that stays the same for a VM's Nth NIC across restarts (52:54:00 prefix, like libvirt)."""
-    import hashlib
-
-    h = hashlib.sha256(f"{vm}/{index}".encode()).digest()
-    return f"{defaults.MAC_PREFIX}:{h[0]:02x}:{h[1]:02x}:{h[2]:02x}"
 
 
 class QemuMachine(MachineBase):

@@ -37,12 +37,13 @@ class RecordingNetworks:
 
 
 def test_nics_are_attached_at_start_and_detached_at_stop(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VIRTKIT_IMAGE_FACTORY", fake_daemon.IMAGE)
     monkeypatch.setenv("PYTHONPATH", PYTHONPATH)  # the supervisor imports the fake engine from tests.support
     monkeypatch.setenv("VIRTKIT_HOME", str(home))
     monkeypatch.setenv("VIRTKIT_CGROUP_PARENT", f"virtkit-test-svc-{home.name}")
     nets = RecordingNetworks()
-    svc = Service(home, engine_factory=fake_daemon.ENGINE, use_cgroups=False, networks=nets)
+    svc = Service(
+        home, engine_factory=fake_daemon.ENGINE, use_cgroups=False, networks=nets, images=fake_daemon.fake_boot_image
+    )
     svc.recover(autostart=True)
     assert nets.calls[:2] == [("adopt",), ("autostart_all",)]
     svc.define(validate_spec({"name": "n1", "image": "tiny", "nics": ["default", "user"]}))

@@ -140,7 +140,7 @@ def test_initrd_larger_than_ram_is_refused() -> None:
     kernel = parse_bzimage(make_bzimage(b"\x90" * 0x400))
     with pytest.raises(ConfigError, match="does not fit") as err:
         place_initrd(mem, kernel, bytes(40 * MIB))
-    assert "--memory-mib" in (err.value.hint or "")
+    assert "--memory" in (err.value.hint or "")
 
 
 @pytest.mark.parametrize(
