@@ -81,7 +81,7 @@ def test_watch_says_hello_then_streams_events_until_the_vm_ends(supervisor: Supe
 def test_a_failed_start_reaches_the_daemon_typed_through_the_ready_report() -> None:
     with tempfile.TemporaryDirectory(prefix="vmp-", dir="/tmp") as d:
         vmdir = Path(d)
-        machine = MachineSpec(name="vm1", boot=BootSpec(kernel=Path("/k"))).model_dump(mode="json")
+        machine = MachineSpec(name="vm1", boot=BootSpec(kernel=Path("/k"))).to_json()
         config = {"name": "vm1", "machine": machine, "engine_factory": "virtkit.engines.select:pick_engine",
                   "engine": "warp-drive"}  # fmt: skip
         (vmdir / "vm.json").write_text(json.dumps(config))
