@@ -39,7 +39,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
 sys.path.insert(0, str(SRC))
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent))  # tests.support: the daemon harness
 
 RESULTS = HERE / "results"
 VIRSH = ["virsh", "-q", "-t", "-c", "qemu:///system"]
@@ -134,7 +134,8 @@ def main() -> None:
     if shutil.which("virsh") is None or shutil.which("libvirtd") is None:
         sys.exit("bench/control.py needs libvirt: apt-get install libvirt-daemon-system libvirt-clients")
 
-    from daemon_harness import running_daemon
+    from tests.support.daemon import running_daemon
+
     from virtkit.images import build_image
 
     img = build_image("tiny")

@@ -39,6 +39,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))  # tests.support: the nested harness
 sys.path.insert(0, str(ROOT / "tests" / "guests"))
 
 import guestkernels  # noqa: E402
@@ -50,8 +51,8 @@ MEMORY_MIB = 64
 
 
 def native_command(kernel: Path, cmdline: str) -> list[str]:
-    return [sys.executable, "-m", "virtkit.engines.native_main", "--kernel", str(kernel), "--cmdline", cmdline,
-            "--memory-mib", str(MEMORY_MIB), "--console", "stdio"]  # fmt: skip
+    vmm = {"kernel": str(kernel), "cmdline": cmdline, "memory_mib": MEMORY_MIB}
+    return [sys.executable, "-m", "virtkit.engines.native_main", json.dumps({"vmm": vmm, "console": "stdio"})]
 
 
 def qemu_command(kernel: Path, cmdline: str) -> list[str]:
@@ -124,7 +125,7 @@ def one_run(command: list[str], exits: int, env: dict[str, str]) -> dict[str, fl
 
 def nested_linux_boot(runs: int) -> dict[str, object]:
     """Unmodified Linux to its init marker inside one L1: native engine vs QEMU with KVM (host clock)."""
-    from virtkit.testing import nested
+    from tests.support import nested
 
     print(f"nested: booting Debian's cloud kernel {runs}x per engine inside one L1 ...", file=sys.stderr, flush=True)
     times = nested.measure_l2_boots(["native", "qemu"], runs, timeout=900.0)

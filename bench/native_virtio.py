@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests" / "guests")]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "tests" / "guests")]  # ROOT: tests.support
 
-from virtkit.testing import nested  # noqa: E402
+from tests.support import nested  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 L1_SCRIPT = ROOT / "tests" / "nested" / "l1_native_agent.py"

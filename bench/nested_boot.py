@@ -1,6 +1,6 @@
 """Unmodified Linux boot inside the nested L1: QEMU-KVM vs virtkit's native engine, on the same L1.
 
-Both engines boot Debian's cloud kernel with the same busybox initramfs and cmdline (virtkit.testing.nested
+Both engines boot Debian's cloud kernel with the same busybox initramfs and cmdline (tests.support.nested
 L2 payload) on L1's /dev/kvm (AMD-V emulated by QEMU TCG on this host). Time runs from starting the engine's
 command in L1 to the L2 init marker on the serial console, read with the host's clock (L2's own clock freezes
 and jumps under this nesting). Runs alternate (qemu, native, qemu, ...) in one L1 so drift hits both. Prints
@@ -8,7 +8,7 @@ both medians and the ratio, writes JSON to bench/results/nested_boot.json.
 
     python bench/nested_boot.py [--runs 3] [--pvh] [--engines qemu,native]
 
-For other benchmarks: ``virtkit.testing.nested.measure_l2_boot(engine, runs)`` (one engine) and
+For other benchmarks: ``tests.support.nested.measure_l2_boot(engine, runs)`` (one engine) and
 ``measure_l2_boots(engines, runs)`` (several, one shared L1).
 """
 
@@ -23,9 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]  # ROOT: tests.support
 
-from virtkit.testing import nested
+from tests.support import nested  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -5,7 +5,11 @@ VirtkitError            a problem with a one-line message and, where there is on
 ├── HostError           the host lacks something (a binary, memory, /dev/kvm, a package)
 ├── ImageError          an image cannot be built or is unknown
 ├── EngineError         an engine failed to start or control a machine
-│   └── GuestTimeout    the guest never became ready (carries the last console lines)
+│   ├── GuestTimeout    the guest never became ready (carries the last console lines)
+│   ├── Unsupported     this engine's machines lack an optional capability (the hint says what to do instead)
+│   └── IpcError        a control socket's peer broke the protocol or sent an oversize line
+│       ├── PeerGone    nothing listens on the socket, or the peer closed it before answering
+│       └── IpcTimeout  the peer did not answer in time
 └── AgentError          the guest agent answered with an error or not at all
 """
 
@@ -48,3 +52,19 @@ class GuestTimeout(EngineError):
 
 class AgentError(VirtkitError):
     pass
+
+
+class Unsupported(EngineError):
+    """An optional machine capability (snapshots, console input, hotplug, ...) this engine does not have."""
+
+
+class IpcError(EngineError):
+    """A control socket's peer broke the protocol (not JSON, an oversize line, a reply to another request)."""
+
+
+class PeerGone(IpcError):
+    """Nothing listens on the control socket, or the peer closed the connection before answering."""
+
+
+class IpcTimeout(IpcError):
+    """The peer on a control socket did not answer in time."""

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from virtkit.config import defaults
-from virtkit.config.machine import BootSpec, DiskSpec, MachineSpec, NicSpec
 from virtkit.engines.base import Engine, Machine, VmState
+from virtkit.spec.machine import BootConfig, DiskConfig, MachineConfig, NicConfig
+from virtkit.spec.resolve import guest_cmdline
 
 
 @dataclass
@@ -36,15 +37,18 @@ def spec_for(
     cmdline: str = defaults.DEFAULT_CMDLINE,
     memory_mib: int = defaults.DEFAULT_MEMORY_MIB,
     vcpus: int = defaults.DEFAULT_VCPUS,
-    disks: tuple[DiskSpec, ...] = (),
-    nics: tuple[NicSpec, ...] = (),
+    disks: tuple[DiskConfig, ...] = (),
+    nics: tuple[NicConfig, ...] = (),
     paravirt: bool = True,
-) -> MachineSpec:
-    return MachineSpec(
-        name=name or f"run-{secrets.token_hex(3)}",
+) -> MachineConfig:
+    """A machine config for a kernel and initrd at hand, with disks and NICs already resolved (tests and
+    benchmarks; ``virtkit run`` goes through :func:`virtkit.spec.resolve.resolve`)."""
+    name = name or f"run-{secrets.token_hex(3)}"
+    return MachineConfig(
+        name=name,
         vcpus=vcpus,
         memory_mib=memory_mib,
-        boot=BootSpec(kernel=kernel, initrd=initrd, cmdline=cmdline),
+        boot=BootConfig(kernel=kernel, initrd=initrd, cmdline=guest_cmdline(name, cmdline)),
         disks=disks,
         nics=nics,
         paravirt=paravirt,
@@ -54,7 +58,7 @@ def spec_for(
 @contextlib.contextmanager
 def oneshot(
     engine: Engine,
-    spec: MachineSpec,
+    spec: MachineConfig,
     *,
     ready_timeout: float = defaults.READY_TIMEOUT_S,
     keep: bool = False,

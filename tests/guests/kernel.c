@@ -266,6 +266,7 @@ void kmain(u32 proto, u64 info) {
     if (has("virtio")) virtio_test(0);
     if (has("virtio-hostile")) virtio_test(1);
     if (has("vconsole")) vconsole_test();
+    if (has("virtio-hang")) hang_test();
     if (number_after("rngbench")) rng_bench(number_after("rngbench"));
     if (has("echo")) echo_loop(rsdp);
     if (has("poweroff") && acpi_find(has("scan") ? 0 : rsdp)) acpi_poweroff();

@@ -190,6 +190,8 @@ struct vq {
 } __attribute__((aligned(4096)));
 static struct vq cq[6];
 static u8 cbuf[6][QSIZE][64] __attribute__((aligned(64)));
+static volatile u8 *cnotify;                      /* the console's notify area (vnotify is the last device set up) */
+static u32 cnotify_mult;
 
 static void cq_offer(u32 q, u8 *buf, u32 len, u16 flags) {
     struct vq *v = &cq[q];
@@ -198,7 +200,7 @@ static void cq_offer(u32 q, u8 *buf, u32 len, u16 flags) {
     v->avail[2 + (v->avail[1] % QSIZE)] = d;
     __asm__ volatile("" ::: "memory");
     v->avail[1] = (u16)(v->avail[1] + 1);
-    *(volatile u16 *)(vnotify + q * vnotify_mult) = (u16)q;
+    *(volatile u16 *)(cnotify + q * cnotify_mult) = (u16)q;
 }
 
 static void cq_send(u32 q, const u8 *data, u32 len) {
@@ -222,9 +224,10 @@ static int cq_used(u32 q, u32 *id, u32 *len) {     /* the next used element of q
     return 1;
 }
 
-static void vconsole_test(void) {
+static int vconsole_up(void) {                  /* the handshake; 1 when port 1 is named and open */
     int slot = virtio_find(0x1043);
-    if (slot < 0 || !virtio_setup((u32)slot)) { puts("vconsole: no device\n"); return; }
+    if (slot < 0 || !virtio_setup((u32)slot)) { puts("vconsole: no device\n"); return 0; }
+    cnotify = vnotify; cnotify_mult = vnotify_mult;
     vcommon->device_status = 0; vcommon->device_status = 3;
     vcommon->driver_feature_select = 1; vcommon->driver_feature = 1;
     vcommon->driver_feature_select = 0; vcommon->driver_feature = 2;          /* MULTIPORT */
@@ -260,6 +263,11 @@ static void vconsole_test(void) {
         } else if (event == 6 && port == 1 && value) host_open = 1;
     }
     puts(named && host_open && console ? "vconsole: ready\n" : "vconsole: handshake FAILED\n");
+    return named && host_open && console;
+}
+
+static void vconsole_test(void) {
+    if (!vconsole_up()) return;
     cq_send(1, (const u8 *)"hvc0 says hi\r\n", 14);                          /* the console port */
     u32 id, len;
     u32 spin = 0;
@@ -269,4 +277,79 @@ static void vconsole_test(void) {
     for (u32 i = 0; i < len && i < 58; i++) reply[5 + i] = cbuf[4][0][i];
     cq_send(5, reply, 5 + len);
     puts("vconsole: got "); putdec(len); puts(" bytes\n");
+}
+
+/* --- issue 17: the hang sequence against a running VMM, while echoing on the agent port ------------------- */
+#define HANG_DESC  0x400000ul                   /* room for 65535 descriptors, avail and used rings */
+#define HANG_AVAIL 0x500000ul
+#define HANG_USED  0x540000ul
+#define HANG_SIZE  256                          /* the rng's maximum: the largest queue a device serves */
+
+static void echo_agent(void) {                  /* what arrived on port 1 goes back as "echo:..." */
+    u32 id, len;
+    if (!cq_used(4, &id, &len)) return;
+    u8 reply[64] = "echo:";
+    for (u32 i = 0; i < len && i < 58; i++) reply[5 + i] = cbuf[4][0][i];
+    cq_send(5, reply, 5 + len);
+    cq_offer(4, cbuf[4][0], 64, 2);
+}
+
+static void hang_fill(volatile struct vq_desc *d, volatile u16 *avail, u32 n) {
+    for (u32 i = 0; i < n; i++)                 /* every descriptor chained, zero-length, device-writable */
+        d[i] = (struct vq_desc){ (u64)rng_buf, 0, i + 1 < n ? 3 : 2, (u16)(i + 1) };
+    for (u32 i = 0; i < n; i++) avail[2 + i] = 0; /* every avail entry names head 0 */
+}
+
+static void hang_test(void) {
+    irq_setup();
+    *(volatile u32 *)0xfee000f0 = 0x1ff;
+    __asm__ volatile("sti");
+    if (!vconsole_up()) return;
+    cq_offer(4, cbuf[4][0], 64, 2);
+    int slot = virtio_find(0x1044);
+    if (slot < 0 || !virtio_setup((u32)slot)) { puts("hang: no rng\n"); return; }
+    rng_round_trip("hang: rng");
+    volatile struct vq_desc *d = (volatile struct vq_desc *)HANG_DESC;
+    volatile u16 *avail = (volatile u16 *)HANG_AVAIL;
+    volatile u32 *used = (volatile u32 *)HANG_USED;
+    /* 1. DRIVER_OK cleared without a reset, then a queue of 65535 nobody validated, flooded */
+    vcommon->device_status = 0xb;
+    vcommon->queue_select = 0;
+    vcommon->queue_size = 0xffff;
+    vcommon->queue_desc_lo = (u32)HANG_DESC; vcommon->queue_desc_hi = 0;
+    vcommon->queue_driver_lo = (u32)HANG_AVAIL; vcommon->queue_driver_hi = 0;
+    vcommon->queue_device_lo = (u32)HANG_USED; vcommon->queue_device_hi = 0;
+    vcommon->queue_enable = 1;
+    zero(avail, 4); zero(used, 4);
+    hang_fill(d, avail, 0xffff);
+    avail[1] = 0xffff;
+    *(volatile u16 *)(vnotify + vnotify_off) = 0;
+    puts("hang: toggled status="); puthex(vcommon->device_status, 2);
+    puts(" size="); putdec(vcommon->queue_size); puts(" used="); putdec(used[0] >> 16); putc('\n');
+    /* 2. after a reset, the largest valid queue flooded the same way, refilled for ever */
+    vcommon->device_status = 0; vcommon->device_status = 1; vcommon->device_status = 3;
+    vcommon->driver_feature_select = 1; vcommon->driver_feature = 1;
+    vcommon->driver_feature_select = 0; vcommon->driver_feature = 0;
+    vcommon->device_status = 0xb;
+    vcommon->queue_select = 0; vcommon->queue_size = HANG_SIZE; vcommon->queue_msix_vector = 0xffff;
+    vcommon->queue_desc_lo = (u32)HANG_DESC; vcommon->queue_desc_hi = 0;
+    vcommon->queue_driver_lo = (u32)HANG_AVAIL; vcommon->queue_driver_hi = 0;
+    vcommon->queue_device_lo = (u32)HANG_USED; vcommon->queue_device_hi = 0;
+    zero(avail, 4); zero(used, 4);
+    hang_fill(d, avail, HANG_SIZE);
+    vcommon->queue_enable = 1;
+    vcommon->device_status = 0xf;
+    puts("hang: flooding status="); puthex(vcommon->device_status, 2); putc('\n');
+    u32 rounds = 0;
+    for (;;) {
+        if ((u16)(used[0] >> 16) == avail[1]) { /* all taken: offer a full queue again, notify */
+            avail[1] = (u16)(avail[1] + HANG_SIZE);
+            *(volatile u16 *)(vnotify + vnotify_off) = 0;
+            if (++rounds % 8 == 0) { puts("hang: rounds="); putdec(rounds); putc('\n'); }
+        } else {
+            *(volatile u16 *)(vnotify + vnotify_off) = 0; /* and notify while it works, as a hostile driver would */
+        }
+        echo_agent();
+        if (vcommon->device_status & 0x40) { puts("hang: NEEDS_RESET\n"); return; }
+    }
 }

@@ -10,8 +10,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from virtkit.engines.base import VmState
+from virtkit.engines.base import Capability, VmState
 from virtkit.engines.qemu import QemuMachine
+from virtkit.errors import EngineError, Unsupported
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leaked_qemu")]
 
@@ -107,6 +108,12 @@ def test_reattach_from_run_directory(boot: Boot) -> None:
     assert again.status() is VmState.PAUSED
     again.resume()
     assert again.agent().exec(["true"]).exitcode == 0
+    # typed into the serial console's shell; the arithmetic proves a shell ran it, not just the tty's echo
+    assert again.console_write(b"echo con$((40+2))sole\n") == 22
+    deadline = time.monotonic() + 30
+    while "con42sole" not in again.console() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "con42sole" in again.console()
     again.destroy()
     assert m.wait(10) is VmState.SHUTOFF
 
@@ -131,8 +138,36 @@ def test_virtio_disks_raw_and_qcow2(boot: Boot, tmp_path: Path) -> None:
     assert [int(s) * 512 for s in sizes] == [8 << 20, 16 << 20]
     w = agent.exec(["sh", "-c", "echo virtkit-was-here | dd of=/dev/vdb bs=512 count=1 conv=sync,fsync 2>&1"])
     assert w.exitcode == 0, w.stdout
+    written = {b.device: b.wr_bytes for b in m.stats().block}  # devices by QOM path, e.g. /machine/peripheral/vd1/...
+    assert sum(n or 0 for d, n in written.items() if "/vd1/" in d) >= 512, written
+    assert Capability.SNAPSHOT not in m.capabilities()  # the raw disk cannot hold the memory
+    with pytest.raises(Unsupported, match="a writable raw disk"):
+        m.snapshot_save("s1")
     m.shutdown(timeout=60)
     assert b"virtkit-was-here" in _qcow2_first_sector(qcow)
+
+
+def test_memory_snapshot_in_qcow2_through_the_machine(boot: Boot, tmp_path: Path) -> None:
+    from virtkit.config.machine import DiskSpec
+    from virtkit.storage.disks import create_disk
+
+    qcow = create_disk(tmp_path / "m.qcow2", "16M", "qcow2").path
+    m = boot("snap", disks=(DiskSpec(path=qcow, format="qcow2"),))
+    assert Capability.SNAPSHOT in m.capabilities()
+    agent = m.agent()
+    assert agent.exec(["sh", "-c", "echo one > /mark"]).exitcode == 0
+    m.pause()
+    m.snapshot_save("s1")
+    m.resume()
+    assert agent.exec(["sh", "-c", "echo two > /mark"]).exitcode == 0
+    m.pause()
+    m.snapshot_load("s1")
+    m.resume()
+    m.agent().close()  # the restored guest's agent session starts afresh
+    assert m.agent().exec(["cat", "/mark"]).stdout == b"one\n"
+    m.snapshot_delete("s1")
+    with pytest.raises(EngineError, match="s1"):
+        m.snapshot_load("s1")
 
 
 def _qcow2_first_sector(path: Path) -> bytes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -13,9 +15,9 @@ import psutil
 import pytest
 
 from virtkit.config.machine import BootSpec, MachineSpec
-from virtkit.engines.base import Technique, VmState
+from virtkit.engines.base import Capability, Technique, VmState
 from virtkit.engines.native import NativeEngine, NativeMachine
-from virtkit.errors import ConfigError, GuestTimeout, HostError
+from virtkit.errors import ConfigError, GuestTimeout, HostError, Unsupported
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,8 +60,14 @@ def test_lifecycle_status_pause_resume_console_reboot_shutdown(
     assert m.status() is VmState.PAUSED
     m.resume()
     assert m.status() is VmState.RUNNING
-    assert m.send_console_input("ok") == 2
+    assert m.capabilities() == {Capability.CONSOLE_INPUT, Capability.STATS}
+    assert m.console_write(b"ok") == 2
     wait_for(m.console, "echo: k\n")
+    assert sum(m.stats().exits.values()) > 0
+    with pytest.raises(Unsupported, match="native engine cannot save guest memory"):
+        m.snapshot_save("s1")
+    with pytest.raises(ConfigError, match="unknown control op 'warp'"):  # the VMM's own error, typed
+        m.request("warp")
     m.reboot()
     wait_for(lambda: m.console().split("echo: k\n", 1)[-1], "echo: ready")
     assert m.request("status")["boots"] == 2
@@ -99,9 +107,10 @@ def test_console_socket_attaches_to_the_serial_port(
 def test_guest_reset_with_exit_policy_ends_the_process_cleanly(
     kvm: object, test_kernels: dict[str, Path], tmp_path: Path
 ) -> None:
+    # the VMM process reads its one JSON document from stdin ("-")
+    doc = {"vmm": {"kernel": str(test_kernels["pvh"]), "cmdline": "reset", "memory_mib": 64, "on_reset": "exit"}}
     proc = subprocess.run(
-        [sys.executable, "-m", "virtkit.engines.native_main", "--kernel", str(test_kernels["pvh"]),
-         "--cmdline", "reset", "--memory-mib", "64", "--on-reset", "exit"],
+        [sys.executable, "-m", "virtkit.engines.native_main", "-"], input=json.dumps(doc),
         capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -117,13 +126,31 @@ def test_bad_input_gives_one_clear_error(kvm: object, test_kernels: dict[str, Pa
     huge = tmp_path / "initrd"
     with huge.open("wb") as f:
         f.truncate(100 << 20)
-    bad = spec(test_kernels["bzimage"], "x").model_copy(
-        update={"boot": BootSpec(kernel=test_kernels["bzimage"], initrd=huge)}
-    )
+    bad = dataclasses.replace(spec(test_kernels["bzimage"], "x"), boot=BootSpec(kernel=test_kernels["bzimage"], initrd=huge))
     with pytest.raises(ConfigError, match="does not fit"):
         engine.start(bad, tmp_path / "b")
     with pytest.raises(ConfigError, match="at most 2047"):
         engine.start(spec(test_kernels["bzimage"], "x" * 5000), tmp_path / "c")
+
+
+def test_bad_input_found_by_the_vmm_itself_reaches_the_engine_typed(
+    kvm: object, test_kernels: dict[str, Path], tmp_path: Path
+) -> None:
+    """The VMM's end report carries its error as a class with a hint, not a string to re-parse."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    report = tmp_path / "stats.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "virtkit.engines.native_main", "--kernel", str(notes), "--console", "none",
+         "--stats-json", str(report)],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "not a kernel" in proc.stderr  # for people
+    machine = NativeMachine("m", Technique.PVM, subprocess.Popen(["true"]), tmp_path)
+    error = NativeEngine._failure(machine, proc.returncode)
+    assert isinstance(error, ConfigError) and "machine m: " in error.message and "not a kernel" in error.message
+    assert error.hint
 
 
 def test_run_native_puts_the_console_on_the_terminal(kvm: object, test_kernels: dict[str, Path]) -> None:

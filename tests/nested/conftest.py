@@ -3,8 +3,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
-from virtkit.testing import nested
+from tests.support import nested
 
 
 @pytest.fixture(scope="session")

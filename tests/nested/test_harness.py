@@ -10,9 +10,10 @@ import textwrap
 
 import psutil
 import pytest
+from tests.support import nested
 
+from virtkit.arch.x86_64.pvh import has_pvh_entry
 from virtkit.errors import GuestTimeout
-from virtkit.testing import bzimage, nested
 
 pytestmark = pytest.mark.nested
 
@@ -56,7 +57,7 @@ def test_l1_has_a_working_kvm_with_svm(l1_ready: nested.BootArtefacts) -> None:
 def test_l1_boots_its_kernel_through_pvh(l1_ready: nested.BootArtefacts) -> None:
     # The unwrapped vmlinux (PVH entry) is what saves the emulated decompression; a bzImage here means it fell back.
     assert l1_ready.kernel.name == "vmlinux"
-    assert bzimage.has_pvh_entry(l1_ready.kernel.read_bytes())
+    assert has_pvh_entry(l1_ready.kernel.read_bytes())
 
 
 def test_command_failure_and_output_come_back(l1_ready: nested.BootArtefacts) -> None:

@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from virtkit.testing import nested
+from tests.support import nested
 
 pytestmark = pytest.mark.nested
 

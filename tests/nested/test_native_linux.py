@@ -5,8 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-
-from virtkit.testing import nested
+from tests.support import nested
 
 pytestmark = pytest.mark.nested
 

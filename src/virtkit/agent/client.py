@@ -331,8 +331,8 @@ class AgentClient:
             self.call("guest-file-close", {"handle": handle})
         return bytes(out)
 
-    def network_interfaces(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.call("guest-network-get-interfaces")
+    def network_interfaces(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.call("guest-network-get-interfaces", timeout=timeout)
         return result
 
     def shutdown(self, mode: str = "powerdown") -> None:

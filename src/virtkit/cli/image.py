@@ -1,33 +1,17 @@
-"""``virtkit image build|list``: the default guest images."""
+"""``virtkit image build|list|prune``: the default guest images."""
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from virtkit.errors import VirtkitError
-from virtkit.images import KNOWN_IMAGES, Image, build_image, list_images
-from virtkit.images.build import DEFAULT_KERNEL_PACKAGE, describe, prune_images
+from virtkit.cli import output
+from virtkit.config import defaults
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
-
-EXIT_ERROR = 125  # as `virtkit` itself: a virtkit error
-EXIT_INTERRUPTED = 130
-
-
-def _fail(exc: VirtkitError) -> typer.Exit:
-    err.print(f"[bold red]virtkit: error:[/] {exc.message}", highlight=False)
-    if exc.hint:
-        err.print(f"  fix: {exc.hint}", highlight=False, markup=False)
-    return typer.Exit(EXIT_ERROR)
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 def _human_size(n: int) -> str:
@@ -45,21 +29,27 @@ def _when(ts: float) -> str:
 
 @app.command()
 def build(
-    name: Annotated[str, typer.Argument(help=f"Image to build: {', '.join(KNOWN_IMAGES)}.")] = "tiny",
+    name: Annotated[str, typer.Argument(metavar="IMAGE", help="Image to build.")] = defaults.DEFAULT_IMAGE,
     kernel_package: Annotated[
-        str, typer.Option("--kernel-package", help="Debian package with the guest kernel.")
-    ] = DEFAULT_KERNEL_PACKAGE,
+        str | None,
+        typer.Option("--kernel-package", help="Debian package with the guest kernel (default: the cloud kernel)."),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if a valid cached image exists.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Build an image from distro packages (or reuse the cached one when nothing changed)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from virtkit import images
+    from virtkit.images.build import describe
+
     progress = Progress(
         TextColumn(f"[bold]image {name}[/]"),
         BarColumn(),
         TextColumn("{task.percentage:>3.0f}%"),
         TextColumn("{task.description}"),
         TimeElapsedColumn(),
-        console=err,
+        console=output.consoles()[1],
         transient=True,
         disable=json_out,
     )
@@ -71,61 +61,61 @@ def build(
         progress.update(task, description=stage, completed=fraction)
 
     start = time.monotonic()
+    kw: dict[str, Any] = {"kernel_package": kernel_package} if kernel_package else {}
     try:
-        img = build_image(name, kernel_package=kernel_package, force=force, progress=report)
-    except VirtkitError as exc:
-        raise _fail(exc) from None
-    except KeyboardInterrupt:
-        progress.stop()
-        err.print("virtkit: interrupted; the partial build was removed, the cache is unchanged", highlight=False)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        with output.reported(output.docker_code):
+            try:
+                img = images.build_image(name, force=force, progress=report, **kw)
+            except KeyboardInterrupt:
+                progress.stop()
+                output.note("virtkit: interrupted; the partial build was removed, the cache is unchanged")
+                raise typer.Exit(output.EXIT_INTERRUPTED) from None
     finally:
         progress.stop()
     if json_out:
-        out.print_json(json.dumps(describe(img)))
+        output.print_json(describe(img))
         return
-    out.print(
+    output.line(
         f"{img.name}: kernel {img.kernel_version}, {_human_size(img.size_bytes)}, digest {img.digest[:12]} "
-        f"({time.monotonic() - start:.1f}s)",
-        highlight=False,
+        f"({time.monotonic() - start:.1f}s)"
     )
-    out.print(f"  kernel {img.kernel}\n  initrd {img.initrd}", highlight=False)
-
-
-def _table(images: list[Image]) -> Table:
-    table = Table(box=None, pad_edge=False)
-    for col in ("NAME", "KERNEL", "SIZE", "DIGEST", "BUILT"):
-        table.add_column(col, justify="right" if col == "SIZE" else "left", no_wrap=True)
-    for img in images:
-        table.add_row(img.name, img.kernel_version, _human_size(img.size_bytes), img.digest[:12], _when(img.built_at))
-    return table
+    output.line(f"  kernel {img.kernel}\n  initrd {img.initrd}")
 
 
 @app.command()
 def prune(
     keep: Annotated[int, typer.Option("--keep", min=1, help="Newest valid images to keep per name.")] = 1,
+    json_out: Annotated[bool, typer.Option("--json", help="The removed paths as a JSON list.")] = False,
 ) -> None:
     """Delete older and broken images and the downloaded packages no kept image needs."""
-    try:
+    from virtkit.images.build import prune_images
+
+    with output.reported(output.docker_code):
         removed = prune_images(keep)
-    except VirtkitError as exc:
-        raise _fail(exc) from None
+    if json_out:
+        output.print_json([str(p) for p in removed])
+        return
     for path in removed:
-        out.print(f"removed {path}", highlight=False)
-    out.print(f"{len(removed)} item(s) removed", highlight=False)
+        output.line(f"removed {path}")
+    output.line(f"{len(removed)} item(s) removed")
 
 
 @app.command("list")
-def list_cmd(json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+def list_cmd(json_out: JsonOpt = False) -> None:
     """Cached images (entries that fail verification are left out)."""
-    try:
-        images = list_images()
-    except VirtkitError as exc:
-        raise _fail(exc) from None
+    from virtkit import images
+    from virtkit.images.build import describe
+
+    with output.reported(output.docker_code):
+        found = images.list_images()
     if json_out:
-        out.print_json(json.dumps([describe(i) for i in images]))
+        output.print_json([describe(i) for i in found])
         return
-    if not images:
-        err.print("no images yet; build one with `virtkit image build`", highlight=False)
+    if not found:
+        output.note("no images yet; build one with `virtkit image build`")
         return
-    out.print(_table(images))
+    output.table(
+        ["NAME", "KERNEL", "SIZE", "DIGEST", "BUILT"],
+        [[i.name, i.kernel_version, _human_size(i.size_bytes), i.digest[:12], _when(i.built_at)] for i in found],
+        right=("SIZE",),
+    )

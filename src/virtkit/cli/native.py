@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from virtkit.engines import native_main
+from virtkit.machine.config import VmmConfig
 
 
 @contextlib.contextmanager
@@ -44,18 +45,21 @@ def run_native(
 ) -> int:
     """Boot in this process with the console on the terminal; returns the exit status (0 clean, 1 crashed,
     2 bad input)."""
-    argv = ["--kernel", str(kernel), "--cmdline", cmdline, "--memory-mib", str(memory_mib),
-            "--on-reset", on_reset, "--console", "stdio"]  # fmt: skip
-    if initrd is not None:
-        argv += ["--initrd", str(initrd)]
-    if not paravirt:
-        argv.append("--no-paravirt")
-    if console_log is not None:
-        argv += ["--console-log", str(console_log)]
-    argv.append("--stdin")
-    args = native_main.parse_args(argv)
+    process = native_main.VmmProcess(
+        vmm=VmmConfig(
+            kernel=kernel,
+            initrd=initrd,
+            cmdline=cmdline,
+            memory_mib=memory_mib,
+            paravirt=paravirt,
+            on_reset="exit" if on_reset == "exit" else "restart",
+        ),
+        console="stdio",
+        console_log=console_log,
+        stdin=True,
+    )
     fd = sys.stdin.fileno()
     if os.isatty(fd):
         print("virtkit: serial console attached; Ctrl-A X ends the machine", file=sys.stderr)
     with _terminal_keys(fd):
-        return native_main.run(args)
+        return native_main.run(process)

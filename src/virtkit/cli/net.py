@@ -1,190 +1,172 @@
-"""``virtkit net-*`` and ``domifaddr``: virsh's network verbs.
+"""``virtkit net-*``: virsh's network verbs, over virtkitd's API (the daemon owns the network layer).
 
-:func:`register` adds the commands to the top-level app (``virtkit net-list``, not ``virtkit net list``, like
-virsh). ``parse_network_arg`` and ``parse_publish`` are what ``virtkit run/launch`` call for ``--network`` and
-``--publish``.
+:func:`register` adds them to the top-level app (``virtkit net-list``, not ``virtkit net list``, like virsh).
+A VM's addresses are ``virtkit domifaddr`` (:mod:`virtkit.cli.vm`).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-from collections.abc import Callable
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from virtkit.network.args import DIRECT_NOTE, NetworkArg, Publish, parse_network_arg, parse_publish
+from virtkit.cli import output
+from virtkit.cli.remote import api
 
-if TYPE_CHECKING:
-    from virtkit.network.manager import NetworkManager
-
-__all__ = ["DIRECT_NOTE", "NetworkArg", "Publish", "parse_network_arg", "parse_publish", "register"]
-
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-NameArg = Annotated[str, typer.Argument(help="Network name.")]
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output (the API's own).")]
+NameArg = Annotated[str, typer.Argument(metavar="NETWORK", help="Network name.")]
 
 
-def manager() -> NetworkManager:
-    from virtkit.network.manager import NetworkManager  # netlink only for commands that need it
-
-    return NetworkManager()
-
-
-def _print_json(data: Any) -> None:
-    out.print_json(json.dumps(data))
-
-
-def _table(*cols: str) -> Table:
-    t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    for c in cols:
-        t.add_column(c)
-    return t
-
-
+@app.command("net-list")
 def net_list(
     all_: Annotated[bool, typer.Option("--all", help="Also inactive networks.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """List networks (active ones; --all for every defined one)."""
-    infos = manager().list(all=all_)
+    with api() as c:
+        nets = c.networks(all=all_)
     if json_out:
-        _print_json([i.to_json() for i in infos])
+        output.print_json(nets)
         return
-    t = _table("Name", "State", "Autostart", "Mode", "Device", "Subnet")
-    for i in infos:
-        t.add_row(
-            i.name,
-            i.state,
-            "yes" if i.autostart else "no",
-            i.mode,
-            i.bridge or i.interface or "-",
-            i.subnet or "-",
-        )
-    out.print(t)
+    output.table(
+        ["Name", "State", "Autostart", "Mode", "Device", "Subnet"],
+        [
+            [
+                n["name"],
+                n["state"],
+                "yes" if n["autostart"] else "no",
+                n["mode"],
+                n["bridge"] or n["interface"],
+                n["subnet"],
+            ]
+            for n in nets
+        ],
+    )
 
 
-def net_define(file: Annotated[Path, typer.Argument(help="Network definition (JSON).")]) -> None:
-    """Define (or redefine) a network from a JSON file; it starts with net-start."""
-    spec = manager().define_file(file)
-    out.print(f"Network {spec.name} defined from {file}", highlight=False)
-    if spec.mode == "direct":
-        err.print(f"note: {DIRECT_NOTE}", highlight=False)
+@app.command("net-define")
+def net_define(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="Network definition: .json, .toml or .yaml.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Define (or redefine) a network from a file; it starts with net-start."""
+    from virtkit.daemon.domain import read_mapping
+    from virtkit.network.args import DIRECT_NOTE
+
+    with api() as c:
+        spec = c.network_define(read_mapping(file))
+    if json_out:
+        output.print_json(spec)
+    else:
+        output.line(f"Network {spec['name']} defined from {file}")
+    if spec.get("mode") == "direct":
+        output.note(f"note: {DIRECT_NOTE}")
 
 
-def net_start(name: NameArg) -> None:
+@app.command("net-start")
+def net_start(name: NameArg, json_out: JsonOpt = False) -> None:
     """Start a network (idempotent: also repairs a half-started one)."""
-    info = manager().start(name)
-    out.print(f"Network {name} started", highlight=False)
-    if info.note:
-        err.print(f"note: {info.note}", highlight=False)
+    with api() as c:
+        info = c.network_start(name)
+    if json_out:
+        output.print_json(info)
+    else:
+        output.line(f"Network {name} started")
+    if info.get("note"):
+        output.note(f"note: {info['note']}")
 
 
-def net_stop(name: NameArg) -> None:
-    """Stop a network and remove everything it put on the host (virsh net-destroy)."""
-    manager().stop(name)
-    out.print(f"Network {name} stopped", highlight=False)
+@app.command("net-stop")
+def net_stop(name: NameArg, json_out: JsonOpt = False) -> None:
+    """Stop a network and remove everything it put on the host (virsh's net-destroy, which also works)."""
+    with api() as c:
+        info = c.network_destroy(name)
+    if json_out:
+        output.print_json(info)
+    else:
+        output.line(f"Network {name} stopped")
 
 
+app.command("net-destroy", hidden=True)(net_stop)
+
+
+@app.command("net-undefine")
 def net_undefine(name: NameArg) -> None:
     """Forget an inactive network's definition."""
-    manager().undefine(name)
-    out.print(f"Network {name} has been undefined", highlight=False)
+    with api() as c:
+        c.network_undefine(name)
+    output.line(f"Network {name} has been undefined")
 
 
+@app.command("net-autostart")
 def net_autostart(
     name: NameArg,
-    disable: Annotated[bool, typer.Option("--disable", help="Do not start it with virtkit.")] = False,
+    disable: Annotated[bool, typer.Option("--disable", help="Do not start it with virtkitd.")] = False,
 ) -> None:
-    """Mark a network to start when virtkit's daemon starts."""
-    manager().set_autostart(name, not disable)
-    out.print(f"Network {name} {'unmarked' if disable else 'marked'} as autostarted", highlight=False)
+    """Mark a network to start when virtkitd starts."""
+    with api() as c:
+        c.network_set_autostart(name, not disable)
+    output.line(f"Network {name} {'unmarked' if disable else 'marked'} as autostarted")
 
 
+@app.command("net-info")
 def net_info(name: NameArg, json_out: JsonOpt = False) -> None:
     """Show a network's definition and what is running for it."""
-    i = manager().info(name)
+    with api() as c:
+        i = c.network_info(name)
     if json_out:
-        _print_json(i.to_json())
+        output.print_json(i)
         return
-    rows = [
-        ("Name", i.name),
-        ("State", i.state),
-        ("Autostart", "yes" if i.autostart else "no"),
-        ("Mode", i.mode),
-        ("Bridge", i.bridge),
-        ("Interface", i.interface),
-        ("Subnet", i.subnet),
-        ("DHCP range", i.dhcp_range),
-        ("Domain", i.domain),
-        ("Forwards", ", ".join(i.forwards) or None),
-        ("dnsmasq pid", i.dnsmasq_pid),
-        ("Parts", ", ".join(f"{k}={'up' if v else 'missing'}" for k, v in i.parts.items()) or None),
-    ]
-    for k, v in rows:
-        if v is not None:
-            out.print(f"{k + ':':<13}{v}", highlight=False)
-    if i.note:
-        out.print(f"{'Note:':<13}{i.note}", highlight=False)
+    parts = i.get("parts") or {}
+    output.kv(
+        [
+            ("Name", i["name"]),
+            ("State", i["state"]),
+            ("Autostart", "yes" if i["autostart"] else "no"),
+            ("Mode", i["mode"]),
+            ("Bridge", i.get("bridge")),
+            ("Interface", i.get("interface")),
+            ("Subnet", i.get("subnet")),
+            ("DHCP range", i.get("dhcp_range")),
+            ("Domain", i.get("domain")),
+            ("Forwards", ", ".join(i.get("forwards") or []) or None),
+            ("dnsmasq pid", i.get("dnsmasq_pid")),
+            ("Parts", ", ".join(f"{k}={'up' if v else 'missing'}" for k, v in parts.items()) or None),
+            ("Note", i.get("note")),
+        ],
+        skip_none=True,
+    )
 
 
+@app.command("net-dhcp-leases")
 def net_dhcp_leases(name: NameArg, json_out: JsonOpt = False) -> None:
     """DHCP leases handed out by a nat or isolated network."""
-    leases = manager().leases(name)
+    with api() as c:
+        leases = c.network_leases(name)
     if json_out:
-        _print_json(
-            [
-                {
-                    "expiry": le.expiry,
-                    "mac": le.mac,
-                    "ip": str(le.ip),
-                    "hostname": le.hostname,
-                    "client_id": le.client_id,
-                }
-                for le in leases
-            ]
-        )
+        output.print_json(leases)
         return
-    t = _table("Expiry", "MAC", "IP address", "Hostname", "Client ID")
-    for le in leases:
-        when = dt.datetime.fromtimestamp(le.expiry).strftime("%Y-%m-%d %H:%M:%S") if le.expiry else "never"
-        t.add_row(when, le.mac, str(le.ip), le.hostname or "-", le.client_id or "-")
-    out.print(t)
+
+    def when(expiry: int | None) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(expiry)) if expiry else "never"
+
+    output.table(
+        ["Expiry", "MAC", "IP address", "Hostname", "Client ID"],
+        [[when(x.get("expiry")), x["mac"], x["ip"], x.get("hostname"), x.get("client_id")] for x in leases],
+    )
 
 
-def domifaddr(vm: Annotated[str, typer.Argument(help="VM name.")], json_out: JsonOpt = False) -> None:
-    """A VM's interface addresses (DHCP leases, reservations, the host's ARP table)."""
-    addrs = manager().domifaddr(vm)
-    if json_out:
-        _print_json([a.__dict__ for a in addrs])
-        return
-    t = _table("Name", "MAC address", "Protocol", "Address", "Source")
-    for a in addrs:
-        addr = f"{a.ip}/{a.prefix}" if a.ip and a.prefix else a.ip or "-"
-        t.add_row(a.ifname, a.mac, "ipv4" if a.ip else "-", addr, a.source or "-")
-    out.print(t)
+def register(parent: typer.Typer) -> None:
+    """Add the network commands to ``parent`` at top level (``virtkit net-list`` ...)."""
+    parent.registered_commands.extend(app.registered_commands)
 
 
-COMMANDS: dict[str, Callable[..., None]] = {
-    "net-list": net_list,
-    "net-define": net_define,
-    "net-start": net_start,
-    "net-stop": net_stop,
-    "net-destroy": net_stop,
-    "net-undefine": net_undefine,
-    "net-autostart": net_autostart,
-    "net-info": net_info,
-    "net-dhcp-leases": net_dhcp_leases,
-    "domifaddr": domifaddr,
-}
+def main() -> None:
+    app()
 
 
-def register(app: typer.Typer) -> None:
-    """Add the network commands to ``app`` at top level (``virtkit net-list`` ...)."""
-    for name, fn in COMMANDS.items():
-        app.command(name, hidden=name == "net-destroy")(fn)
+if __name__ == "__main__":
+    main()

@@ -13,6 +13,9 @@ DEFAULT_CMDLINE = "console=ttyS0 quiet panic=-1"
 MAC_PREFIX = "52:54:00"
 AGENT_PORT_NAME = "org.qemu.guest_agent.0"
 SHUTDOWN_TIMEOUT_S = 30.0
+# an engine's own process is up and answers its control socket (the guest may still be booting)
+START_TIMEOUT_S = 60.0
+# the guest has booted and its agent answers
 READY_TIMEOUT_S = 120.0
 
 
@@ -33,3 +36,12 @@ def image_dir() -> Path:
 
 def run_dir() -> Path:
     return state_dir() / "run"
+
+
+def stable_mac(vm: str, index: int) -> str:
+    """The MAC of ``vm``'s NIC ``index`` when its spec names none: the same every boot, whoever plugs the NIC
+    in (the QEMU engine, the network layer), with the locally-administered 52:54:00 prefix as libvirt does."""
+    import hashlib
+
+    h = hashlib.sha256(f"{vm}/{index}".encode()).hexdigest()
+    return f"{MAC_PREFIX}:{h[0:2]}:{h[2:4]}:{h[4:6]}"

@@ -15,7 +15,7 @@ import ipaddress
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
@@ -52,6 +52,9 @@ from virtkit.errors import (
     ImageError,
     VirtkitError,
 )
+
+if TYPE_CHECKING:
+    from virtkit.network.manager import NetworkManager
 
 MAX_BODY = 1024 * 1024
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -201,7 +204,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(service: Service, token: str | None = None) -> FastAPI:
+def create_app(service: Service, token: str | None = None, networks: NetworkManager | None = None) -> FastAPI:
+    """The API over ``service``; the /v1/networks routes manage ``networks`` (none: this daemon leaves host
+    networks alone, and says so)."""
     app = FastAPI(title="virtkitd", version=__version__, description=__doc__, responses=ERRORS)
     svc = service
 
@@ -337,7 +342,7 @@ def create_app(service: Service, token: str | None = None) -> FastAPI:
                     pos += len(chunk)
                     await ws.send_bytes(chunk)
                 else:
-                    if name not in svc.handles:
+                    if not svc.is_running(name):
                         await ws.close(code=1000, reason="domain stopped")
                         return
                     await asyncio.sleep(0.05)
@@ -416,15 +421,15 @@ def create_app(service: Service, token: str | None = None) -> FastAPI:
         return StreamingResponse(gen(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     # -- networks (only when the network layer is part of this build)
-    def _nm() -> Any:
-        nm = svc.networks()
+    def _nm() -> NetworkManager:
+        nm = networks
         if nm is None:
             raise ConfigError("this virtkit has no network layer", hint="use nics = ['user'] in domain specs")
         return nm
 
     @app.get("/v1/networks", tags=["networks"])
     def net_list(all: bool = Query(True, description="include inactive networks")) -> list[dict[str, Any]]:
-        nm = svc.networks()
+        nm = networks
         return [] if nm is None else [_plain(n) for n in nm.list(all=all)]
 
     @app.post("/v1/networks", status_code=201, tags=["networks"])

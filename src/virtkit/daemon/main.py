@@ -24,6 +24,7 @@ from pathlib import Path
 from virtkit import __version__
 from virtkit.config import defaults
 from virtkit.errors import ConfigError, VirtkitError
+from virtkit.spec.resolve import ImageResolver, build_boot_image
 
 log = logging.getLogger("virtkitd")
 
@@ -134,13 +135,19 @@ def _server_class() -> type:
     return Server
 
 
-async def serve(args: argparse.Namespace) -> None:
+async def serve(
+    args: argparse.Namespace, engine_factory: str | None = None, images: ImageResolver = build_boot_image
+) -> None:
+    """Serve until SIGTERM/SIGINT. ``engine_factory`` ("module:callable") and ``images`` replace the real
+    engines and image builder: the tests' entry point (tests/support/fake_daemon.py) passes fakes; virtkitd
+    itself never does."""
     import uvicorn
 
     _Server = _server_class()
 
     from virtkit.daemon.api import create_app, wrap
     from virtkit.daemon.service import Service
+    from virtkit.daemon.supervisors import DEFAULT_ENGINE_FACTORY
 
     home: Path = args.home or defaults.state_dir()
     home.mkdir(parents=True, exist_ok=True)
@@ -152,10 +159,20 @@ async def serve(args: argparse.Namespace) -> None:
     lock.write(str(os.getpid()))
     lock.flush()
 
+    networks = None
+    if not args.no_networks:
+        from virtkit.network.manager import NetworkManager
+
+        networks = NetworkManager()
     service = Service(
-        home, use_cgroups=False if args.no_cgroups else None, use_networks=False if args.no_networks else None
+        home,
+        engine_factory=engine_factory or DEFAULT_ENGINE_FACTORY,
+        use_cgroups=False if args.no_cgroups else None,
+        networks=networks,
+        images=images,
     )
-    service.recover(autostart=not args.no_autostart)
+    # off the event loop: pyroute2 (networks' autostart) goes async when it finds a running loop in its thread
+    await asyncio.to_thread(service.recover, autostart=not args.no_autostart)
     token = None
     sock_path: Path = args.socket or (home / "virtkitd.sock")
     sockets = [
@@ -168,7 +185,7 @@ async def serve(args: argparse.Namespace) -> None:
     if args.tcp:
         token = load_token(args.token_file or home / "api-token")
         sockets.append(bind_tcp(args.tcp))
-    app = wrap(create_app(service, token), token)
+    app = wrap(create_app(service, token, networks), token)
     config = uvicorn.Config(
         app,
         log_level=args.log_level,
@@ -188,11 +205,13 @@ async def serve(args: argparse.Namespace) -> None:
             sock_path.unlink()  # we hold the lock, so the socket is ours
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(
+    argv: list[str] | None = None, engine_factory: str | None = None, images: ImageResolver = build_boot_image
+) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="virtkitd: %(levelname)s %(message)s")
     try:
-        asyncio.run(serve(args))
+        asyncio.run(serve(args, engine_factory, images))
     except VirtkitError as e:
         print(f"virtkitd: error: {e}", file=sys.stderr)
         return 2

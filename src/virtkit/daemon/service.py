@@ -1,34 +1,27 @@
-"""The daemon's logic: domains in the store, one supervisor process per running VM, events.
+"""The daemon's logic: domains in the store, their lifecycle, queries and events.
 
-Actions on one domain are serialized by that domain's lock (Firecracker's habit: the API queues actions, it
-never pokes VM state directly). Running VMs are tracked by a watcher thread per supervisor: it follows the
-supervisor's event stream and, at its end-of-file, reads the supervisor's ``state.json`` to learn whether the
-VM shut off or crashed. The same path re-attaches supervisors after a daemon restart.
+It composes the parts that do the work, each in its own module: :mod:`~virtkit.daemon.supervisors` (one
+supervisor process per running VM, its cgroup, re-attaching after a restart), :mod:`~virtkit.daemon.snapshots`,
+:mod:`~virtkit.daemon.procinfo` (what /proc says where no cgroup does) and the host's network layer through
+:class:`~virtkit.daemon.networks.NetworkAttacher`. Actions on one domain are serialized by that domain's lock
+(Firecracker's habit: the API queues actions, it never pokes VM state directly).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import os
-import select
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from virtkit import __version__
 from virtkit.config import defaults
-from virtkit.config.machine import BootSpec, DiskSpec, MachineSpec, NicSpec
-from virtkit.daemon import cgroups, ctl
-from virtkit.daemon.cgroups import CgroupLimits, VmCgroup
-from virtkit.daemon.domain import Action, DomainSpec, DomainState, check_transition
+from virtkit.daemon import cgroups, ctl, procinfo
+from virtkit.daemon.domain import Action, DomainSpec, DomainState, NetSpec, check_transition
 from virtkit.daemon.events import EventBus
 from virtkit.daemon.models import (
     DomainInfo,
@@ -39,149 +32,108 @@ from virtkit.daemon.models import (
     Interface,
     SnapshotInfo,
 )
-from virtkit.daemon.store import Conflict, DomainRow, NotFound, SnapshotRow, Store
-from virtkit.daemon.vmproc import CONFIG, CTL, PIDFILE, STATEFILE, load_factory, write_atomic
-from virtkit.errors import ConfigError, EngineError, HostError, ImageError
-from virtkit.storage.disks import inspect_disk
-
-DEFAULT_ENGINE_FACTORY = "virtkit.daemon.engines:make_engine"
-DEFAULT_IMAGE_FACTORY = "virtkit.images:build_image"
-START_TIMEOUT_S = 120.0
-
-
-@dataclass
-class Handle:
-    """A live supervisor the daemon follows."""
-
-    name: str
-    vmdir: Path
-    proc: subprocess.Popen[bytes] | None = None  # None when re-attached after a restart
-    started_at: float = 0.0
-    thread: threading.Thread | None = None
-    stopped: threading.Event = field(default_factory=threading.Event)
-    nics_attached: list[int] = field(default_factory=list)
-
-    @property
-    def ctl(self) -> Path:
-        return self.vmdir / CTL
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _network_manager() -> Any:
-    try:
-        from virtkit.network.manager import NetworkManager  # optional layer
-    except ImportError:
-        return None
-    return NetworkManager()
+from virtkit.daemon.networks import NetworkAttacher
+from virtkit.daemon.snapshots import Snapshots
+from virtkit.daemon.store import DomainRow, NotFound, Store
+from virtkit.daemon.supervisors import DEFAULT_ENGINE_FACTORY, Handle, Supervisors
+from virtkit.errors import ConfigError, EngineError, HostError
+from virtkit.spec.machine import MachineConfig, NicConfig
+from virtkit.spec.resolve import ImageResolver, build_boot_image, resolve
 
 
 class Service:
     def __init__(
         self,
         home: Path,
-        engine_factory: str | None = None,
+        engine_factory: str = DEFAULT_ENGINE_FACTORY,
         use_cgroups: bool | None = None,
-        use_networks: bool | None = None,
+        networks: NetworkAttacher | None = None,
+        images: ImageResolver = build_boot_image,
     ) -> None:
+        """``engine_factory``: "module:callable" the supervisors start engines with (tests name a fake one).
+        ``networks``: the host's network layer, or None to leave host networks alone (only 'user' NICs).
+        ``images`` resolves a domain's ``image`` to its kernel and initrd (tests pass one that builds nothing)."""
         self.home = home
+        self.images = images
         home.mkdir(parents=True, exist_ok=True)
-        self.vms_dir = home / "vms"
-        self.vms_dir.mkdir(exist_ok=True)
         self.store = Store(home / "virtkitd.db")
         self.events = EventBus(self.store)
-        self.engine_factory = engine_factory or os.environ.get("VIRTKIT_ENGINE_FACTORY") or DEFAULT_ENGINE_FACTORY
-        self.cgroup_version = cgroups.version() if use_cgroups is not False else None
-        self.cgroup_parent = os.environ.get("VIRTKIT_CGROUP_PARENT") or cgroups.PARENT
+        self.supervisors = Supervisors(
+            home / "vms",
+            engine_factory,
+            cgroups.version() if use_cgroups is not False else None,
+            os.environ.get("VIRTKIT_CGROUP_PARENT") or cgroups.PARENT,
+            on_report=self._reported,
+            on_end=self._ended,
+        )
+        self.snapshots = Snapshots(
+            self.store, self.events, self.supervisors, self.lock, self._live_state, self._spawn, self._set_state
+        )
         self._locks: dict[str, threading.RLock] = {}
         self._locks_lock = threading.Lock()
         self._define_lock = threading.Lock()
-        self.handles: dict[str, Handle] = {}
-        self._nm: Any = None
-        # The network layer manages host bridges and firewall tables: off with --no-networks (tests do that).
-        if use_networks is None:
-            use_networks = os.environ.get("VIRTKIT_NO_NETWORKS", "") not in ("1", "true", "yes")
-        self._nm_loaded = not use_networks
+        self._networks = networks
 
     # -- helpers
     def lock(self, name: str) -> threading.RLock:
         with self._locks_lock:
             return self._locks.setdefault(name, threading.RLock())
 
-    def _cg(self, name: str) -> VmCgroup:
-        return VmCgroup(name, self.cgroup_version, self.cgroup_parent)
+    def networks(self) -> NetworkAttacher | None:
+        """The host's network layer; None when this daemon leaves host networks alone."""
+        return self._networks
 
-    def vmdir(self, name: str) -> Path:
-        return self.vms_dir / name
-
-    def networks(self) -> Any:
-        if not self._nm_loaded:
-            self._nm = _network_manager()
-            self._nm_loaded = True
-        return self._nm
-
-    def _state(self, row: DomainRow) -> DomainState:
-        return row.state
+    def is_running(self, name: str) -> bool:
+        """Whether a supervisor runs ``name`` (running or paused)."""
+        return name in self.supervisors
 
     def _set_state(self, name: str, state: DomainState, reason: str) -> None:
         with contextlib.suppress(NotFound):
             self.store.set_state(name, state, reason)
         self.events.publish("lifecycle", name, str(state), reason)
 
+    # -- what the supervisors report
+    def _reported(self, name: str, state: DomainState, reason: str) -> None:
+        row_state = None
+        with contextlib.suppress(NotFound):
+            row_state = self.store.get_domain(name).state
+        if state != row_state:
+            self._set_state(name, state, reason)
+
+    def _ended(self, h: Handle, final: DomainState, reason: str) -> None:
+        self._detach_nics(h)
+        self.supervisors.forget(h)  # before the state is published: a reader then sees it stopped
+        self._set_state(h.name, final, reason)
+
     # -- recovery at start-up
     def recover(self, autostart: bool = True) -> None:
         """Re-attach every supervisor still running from a previous daemon; settle the others; autostart."""
         nm = self.networks()
         if nm is not None:  # networks first: autostart domains may need them
-            for fn in ("adopt", "autostart_all") if autostart else ("adopt",):
+            steps = [("adopt", nm.adopt), ("autostart_all", nm.autostart_all)] if autostart else [("adopt", nm.adopt)]
+            for what, step in steps:
                 try:
-                    getattr(nm, fn)()
+                    step()
                 except Exception as e:
-                    self.events.publish("error", None, None, f"networks: {fn} failed: {e}")
+                    self.events.publish("error", None, None, f"networks: {what} failed: {e}")
         for row in self.store.list_domains():
             self._reattach(row)
         if autostart:
             threading.Thread(target=self._autostart, daemon=True, name="autostart").start()
 
     def _reattach(self, row: DomainRow) -> None:
-        d = self.vmdir(row.name)
-        pidfile = d / PIDFILE
-        pid = None
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(pidfile.read_text())
-        if pid is not None and _pid_alive(pid):
-            try:
-                st = ctl.call(d / CTL, "status", timeout=10)
-            except EngineError:
-                st = None
-            if st is not None:
-                h = Handle(row.name, d, started_at=float(st.get("started_at") or time.time()))
-                self.handles[row.name] = h
-                self._follow(h)
-                state = DomainState(st["state"])
-                if state != row.state:
-                    self._set_state(row.name, state, "re-attached")
-                return
-        if row.state in (DomainState.RUNNING, DomainState.PAUSED):
-            final, reason = self._final_state(d, supervisor_died=True)
-            self._cleanup_leftovers(row.name)
+        st = self.supervisors.reattach(row.name)
+        if st is not None:
+            state = DomainState(st["state"])
+            if state != row.state:
+                self._set_state(row.name, state, "re-attached")
+        elif row.state in (DomainState.RUNNING, DomainState.PAUSED):
+            final, reason = self.supervisors.settle(row.name)
             self._set_state(row.name, final, reason + " (while the daemon was down)")
 
     def _autostart(self) -> None:
         for row in self.store.list_domains():
-            if row.autostart and row.name not in self.handles and row.state != DomainState.RUNNING:
+            if row.autostart and row.name not in self.supervisors and row.state != DomainState.RUNNING:
                 try:
                     self.start(row.name, reason="autostart")
                 except Exception as e:
@@ -199,7 +151,7 @@ class Service:
             row = self.store.get_domain(name)
             check_transition(name, self._live_state(row), Action.UNDEFINE)
             self.store.remove_domain(name)
-            shutil.rmtree(self.vmdir(name), ignore_errors=True)
+            shutil.rmtree(self.supervisors.vmdir(name), ignore_errors=True)
         self.events.publish("undefined", name)
 
     def set_autostart(self, name: str, enabled: bool) -> DomainInfo:
@@ -212,7 +164,7 @@ class Service:
         return self._live_state_of(row.name, row.state)
 
     def _live_state_of(self, name: str, stored: DomainState) -> DomainState:
-        if name in self.handles:
+        if name in self.supervisors:
             return stored if stored in (DomainState.RUNNING, DomainState.PAUSED) else DomainState.RUNNING
         if stored in (DomainState.RUNNING, DomainState.PAUSED):
             return DomainState.SHUTOFF  # stale row: nothing supervises it
@@ -228,16 +180,16 @@ class Service:
 
     def info(self, name: str) -> DomainInfo:
         row = self.store.get_domain(name)
-        h = self.handles.get(name)
+        h = self.supervisors.get(name)
         st: dict[str, Any] = {}
         if h is not None:
             with contextlib.suppress(EngineError):
                 st = ctl.call(h.ctl, "status", timeout=10)
         state = DomainState(st["state"]) if st else self._live_state(row)
-        cg = self._cg(name) if self.cgroup_version else None
-        cpu_ns = cg.cpu_time_ns() if (cg and h) else None
+        cg = self.supervisors.cgroup(name) if h else None
+        cpu_ns = cg.cpu_time_ns() if cg else None
         if cpu_ns is None and st.get("engine_pid"):
-            cpu_ns = self._proc_cpu_ns(int(st["engine_pid"]))
+            cpu_ns = procinfo.cpu_time_ns(int(st["engine_pid"]))
         return DomainInfo(
             name=name,
             state=state,
@@ -252,23 +204,14 @@ class Service:
             uptime_s=(time.time() - float(st["started_at"])) if st.get("started_at") else None,
             engine_pid=st.get("engine_pid"),
             supervisor_pid=st.get("supervisor_pid"),
-            cgroup=cg.limits() if (cg and h) else {},
-            cgroup_paths=[str(p) for p in cg.paths.values()] if (cg and h) else [],
+            cgroup=cg.limits() if cg else {},
+            cgroup_paths=[str(p) for p in cg.paths.values()] if cg else [],
             spec=row.spec,
         )
 
-    @staticmethod
-    def _proc_cpu_ns(pid: int) -> int | None:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks = int(fields[11]) + int(fields[12])
-            return ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
-            return None
-
     def _handle(self, name: str, action: str) -> Handle:
         self.store.get_domain(name)
-        h = self.handles.get(name)
+        h = self.supervisors.get(name)
         if h is None:
             raise ConfigError(
                 f"cannot {action} domain {name!r}: it is not running",
@@ -278,16 +221,15 @@ class Service:
 
     def stats(self, name: str) -> DomainStats:
         info = self.info(name)
-        h = self.handles.get(name)
+        h = self.supervisors.get(name)
         extra: dict[str, Any] = {}
         if h is not None:
             with contextlib.suppress(EngineError):
                 extra = ctl.call(h.ctl, "stats", timeout=10)
-        cg = self._cg(name) if (self.cgroup_version and h) else None
+        cg = self.supervisors.cgroup(name) if h else None
         mem = cg.memory_bytes() if cg else None
         if mem is None and info.engine_pid:
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                mem = int(Path(f"/proc/{info.engine_pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            mem = procinfo.resident_bytes(info.engine_pid)
         return DomainStats(
             name=name,
             state=info.state,
@@ -307,7 +249,7 @@ class Service:
         except EngineError:
             raw = None
         nm = self.networks()
-        if nm is not None and hasattr(nm, "domifaddr"):
+        if nm is not None:
             # the network layer knows DHCP leases and reservations too (for guests without an agent)
             merged: dict[str, Interface] = {}
             for a in nm.domifaddr(name, raw):
@@ -336,13 +278,13 @@ class Service:
             stderr=base64.b64decode(r["stderr_b64"]).decode(errors="replace"),
         )
 
-    def wait_agent(self, name: str, timeout: float = 120.0) -> None:
+    def wait_agent(self, name: str, timeout: float = defaults.READY_TIMEOUT_S) -> None:
         h = self._handle(name, "reach the agent of")
         ctl.call(h.ctl, "agent_ping", {"wait": True, "timeout": timeout}, timeout=timeout + 10)
 
     def console_log_path(self, name: str) -> Path | None:
         self.store.get_domain(name)
-        h = self.handles.get(name)
+        h = self.supervisors.get(name)
         if h is None:
             return None
         with contextlib.suppress(EngineError):
@@ -362,79 +304,33 @@ class Service:
         return HostInfo(
             version=__version__,
             schema_version=self.store.schema_version(),
-            cgroups=self.cgroup_version,
+            cgroups=self.supervisors.cgroup_version,
             engines=engines.availability(),
             domains=len(rows),
-            running=len(self.handles),
+            running=len(self.supervisors),
         )
 
     # -- lifecycle
-    def _resolve(self, spec: DomainSpec, h: Handle) -> MachineSpec:
-        if spec.image is not None:
-            ref = os.environ.get("VIRTKIT_IMAGE_FACTORY") or DEFAULT_IMAGE_FACTORY
-            try:
-                build_image = load_factory(ref)
-            except (ImportError, AttributeError) as e:
-                raise ImageError("this virtkit build has no image builder", hint="use a boot section") from e
-            img = build_image(spec.image)
-            cmdline = getattr(img, "cmdline", None)
-            boot = BootSpec(kernel=img.kernel, initrd=img.initrd, **({"cmdline": cmdline} if cmdline else {}))
-        else:
-            assert spec.boot is not None
-            for p in (spec.boot.kernel, spec.boot.initrd, spec.boot.disk):
-                if p is not None and not p.is_file():
-                    raise ConfigError(f"{spec.name}: {p} does not exist", hint="fix the path in the boot section")
-            if spec.boot.disk is not None:
-                fmt = inspect_disk(spec.boot.disk).format
-                boot = BootSpec(disk=spec.boot.disk, disk_format="qcow2" if fmt == "qcow2" else "raw")
-            else:
-                boot = BootSpec(
-                    kernel=spec.boot.kernel,
-                    initrd=spec.boot.initrd,
-                    cmdline=spec.boot.cmdline or defaults.DEFAULT_CMDLINE,
-                )
-        for i, disk in enumerate(spec.disks):
-            if not disk.path.exists():
-                raise ConfigError(
-                    f"{spec.name}: disks.{i}.path {disk.path} does not exist",
-                    hint="create it (qemu-img create) or fix the path",
-                )
-        nics: list[NicSpec] = []
-        for i, n in enumerate(spec.nics):
-            if n.kind is not None:
-                nics.append(NicSpec(kind=n.kind, mac=n.mac, ifname=n.ifname, forwards=n.forwards))
-                continue
-            nm = self.networks()
-            if nm is None:
-                raise ConfigError(
-                    f"{spec.name}: nics.{i} asks for network {n.network!r} but this virtkit has no network layer",
-                    hint="use nics = ['user']",
-                )
-            nic = nm.attach_nic(spec.name, i, n.network)
-            if n.mac:
-                nic = nic.model_copy(update={"mac": n.mac})
-            nics.append(nic)
+    def _resolve(self, spec: DomainSpec, h: Handle) -> MachineConfig:
+        """The machine config for ``spec`` (:func:`virtkit.spec.resolve.resolve`); the NICs it plugs into
+        networks are noted in ``h`` so that they are unplugged when the domain stops or fails to start."""
+        nm = self.networks() if any(n.network is not None for n in spec.nics) else None
+
+        def attach(i: int, nic: NetSpec) -> NicConfig:
+            assert nm is not None and nic.network is not None
+            plugged: NicConfig = nm.attach_nic(spec.name, i, nic.network)
             h.nics_attached.append(i)
-        return MachineSpec(
-            name=spec.name,
-            engine=spec.engine,
-            vcpus=spec.vcpus,
-            memory_mib=spec.memory,
-            boot=boot,
-            disks=tuple(spec.disks),
-            nics=tuple(nics),
-            agent=spec.agent,
-        )
+            return plugged
+
+        return resolve(spec, images=self.images, networks=attach if nm is not None else None)
 
     def _detach_nics(self, h: Handle) -> None:
         nm = self.networks() if h.nics_attached else None
         if nm is None:
             return
         for i in h.nics_attached:
-            fn = getattr(nm, "detach_nic", None)
-            if fn is not None:
-                with contextlib.suppress(Exception):
-                    fn(h.name, i)
+            with contextlib.suppress(Exception):
+                nm.detach_nic(h.name, i)
         h.nics_attached.clear()
 
     def start(self, name: str, reason: str = "start") -> DomainInfo:
@@ -446,163 +342,29 @@ class Service:
         return self.info(name)
 
     def _spawn(self, row: DomainRow, reason: str) -> None:
-        name, spec = row.name, row.spec
-        d = self.vmdir(name)
-        d.mkdir(parents=True, exist_ok=True)
-        for f in (STATEFILE, PIDFILE, CTL):
-            with contextlib.suppress(FileNotFoundError):
-                (d / f).unlink()
-        h = Handle(name, d)
+        h = self.supervisors.prepare(row.name)
         try:
-            mspec = self._resolve(spec, h)
+            mspec = self._resolve(row.spec, h)
+            self.supervisors.launch(h, row.spec, mspec)
         except BaseException:
             self._detach_nics(h)
             raise
-        cg = self._cg(name) if self.cgroup_version else None
-        if cg is not None:
-            cg.create(CgroupLimits(cpus=spec.cpu_limit(), memory_bytes=spec.memory_limit_mib() * 1024 * 1024))
-        config = {
-            "name": name,
-            "machine": mspec.model_dump(mode="json"),
-            "engine": spec.engine,
-            "engine_factory": self.engine_factory,
-            "cgroup": cg is not None,
-            "cgroup_parent": self.cgroup_parent,
-        }
-        write_atomic(d / CONFIG, json.dumps(config))
-        rfd, wfd = os.pipe()
-        log = open(d / "vmproc.log", "ab")  # noqa: SIM115 - handed to the child
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "virtkit.daemon.vmproc", str(d), "--ready-fd", str(wfd)],
-                pass_fds=(wfd,),
-                start_new_session=True,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                cwd=d,
-                env=self._child_env(),
-            )
-        finally:
-            os.close(wfd)
-            log.close()
-        try:
-            msg = self._read_ready(rfd, proc)
-        finally:
-            os.close(rfd)
-        if not msg.get("ok"):
-            proc.wait()
-            self._detach_nics(h)
-            if cg is not None:
-                cg.remove()
-            if msg.get("error"):
-                ctl.raise_remote(msg)
-            raise EngineError(f"the supervisor of {name} failed to start", hint=f"see {d / 'vmproc.log'}")
-        h.proc = proc
-        h.started_at = time.time()
-        self.handles[name] = h
-        self._set_state(name, DomainState.RUNNING, reason)
-        self._follow(h)
-
-    @staticmethod
-    def _child_env() -> dict[str, str]:
-        env = dict(os.environ)
-        src = str(Path(__file__).resolve().parents[2])
-        pp = env.get("PYTHONPATH", "")
-        if src not in pp.split(os.pathsep):
-            env["PYTHONPATH"] = src + (os.pathsep + pp if pp else "")
-        return env
-
-    @staticmethod
-    def _read_ready(rfd: int, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
-        buf = b""
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([rfd], [], [], 1.0)
-            if r:
-                chunk = os.read(rfd, 65536)
-                if not chunk:
-                    break
-                buf += chunk
-                if buf.endswith(b"\n"):
-                    break
-        if not buf:
-            if proc.poll() is None:
-                proc.kill()
-            return {"ok": False}
-        parsed: dict[str, Any] = json.loads(buf)
-        return parsed
-
-    def _follow(self, h: Handle) -> None:
-        def run() -> None:
-            for ev in ctl.watch(h.ctl):
-                if ev.get("event") == "state" and not ev.get("final"):
-                    st = DomainState(ev["state"])
-                    row_state = None
-                    with contextlib.suppress(NotFound):
-                        row_state = self.store.get_domain(h.name).state
-                    if st != row_state:
-                        self._set_state(h.name, st, str(ev.get("reason", "")))
-            self._ended(h)
-
-        h.thread = threading.Thread(target=run, daemon=True, name=f"watch-{h.name}")
-        h.thread.start()
-
-    def _final_state(self, d: Path, supervisor_died: bool) -> tuple[DomainState, str]:
-        try:
-            st = json.loads((d / STATEFILE).read_text())
-            return DomainState(st["state"]), str(st.get("reason", ""))
-        except (OSError, ValueError, KeyError):
-            return DomainState.CRASHED, "supervisor died" if supervisor_died else "unknown"
-
-    def _cleanup_leftovers(self, name: str) -> None:
-        """Kill whatever is left in the VM's cgroup (an engine orphaned by a dead supervisor)."""
-        if not self.cgroup_version:
-            return
-        cg = self._cg(name)
-        for _ in range(50):
-            pids = cg.pids()
-            if not pids:
-                break
-            for p in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p, signal.SIGKILL)
-            time.sleep(0.05)
-        cg.remove()
-
-    def _ended(self, h: Handle) -> None:
-        if h.proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                h.proc.wait(10)
-        else:
-            pid = None
-            with contextlib.suppress(OSError, ValueError):
-                pid = int((h.vmdir / PIDFILE).read_text())
-            for _ in range(100):
-                if pid is None or not _pid_alive(pid):
-                    break
-                time.sleep(0.05)
-        final, reason = self._final_state(h.vmdir, supervisor_died=True)
-        self._cleanup_leftovers(h.name)
-        self._detach_nics(h)
-        if self.handles.get(h.name) is h:
-            del self.handles[h.name]
-        self._set_state(h.name, final, reason)
-        h.stopped.set()
+        self._set_state(row.name, DomainState.RUNNING, reason)
+        self.supervisors.follow(h)
 
     def _act(
         self, name: str, action: Action, op: str, timeout: float = 30.0, args: dict[str, Any] | None = None
     ) -> DomainInfo:
         with self.lock(name):
             row = self.store.get_domain(name)
-            h = self.handles.get(name)
+            h = self.supervisors.get(name)
             state = self._live_state(row)
             if h is not None:
                 with contextlib.suppress(EngineError):
                     state = DomainState(ctl.call(h.ctl, "status", timeout=10)["state"])
             check_transition(name, state, action)
             if h is None:  # destroy of a crashed domain: just settle it
-                self._cleanup_leftovers(name)
+                self.supervisors.cleanup_leftovers(name)
                 self._set_state(name, DomainState.SHUTOFF, "destroyed")
                 return self.info(name)
             with contextlib.suppress(ctl.SupervisorGone):  # it ended meanwhile; the watcher records how
@@ -631,128 +393,19 @@ class Service:
     def resume(self, name: str) -> DomainInfo:
         return self._act(name, Action.RESUME, "resume")
 
-    # -- snapshots: disks always (a file copy taken while the guest is paused, which makes QEMU flush, or
-    # off), guest memory where the engine can save it.
-    def _snapdir(self, name: str, snap: str) -> Path:
-        return self.vmdir(name) / "snapshots" / snap
-
-    def _writable_disks(self, spec: DomainSpec) -> list[DiskSpec]:
-        return [d for d in spec.disks if not d.readonly]
-
+    # -- snapshots (daemon/snapshots.py)
     def snapshot_create(self, name: str, snap: str, description: str = "", memory: bool | None = None) -> SnapshotInfo:
-        with self.lock(name):
-            row = self.store.get_domain(name)
-            if any(s.name == snap for s in self.store.list_snapshots(name)):
-                raise Conflict(
-                    f"domain {name!r} already has a snapshot {snap!r}",
-                    hint="pick another snapshot name or delete the old one",
-                )
-            h = self.handles.get(name)
-            state = self._live_state(row)
-            if memory and h is None:
-                raise ConfigError(
-                    f"cannot save the memory of {name!r}: it is {state}",
-                    hint="start it first, or take a disk-only snapshot",
-                )
-            sd = self._snapdir(name, snap)
-            sd.mkdir(parents=True, exist_ok=True)
-            paused_here = False
-            with_memory = False
-            try:
-                if h is not None and state == DomainState.RUNNING:
-                    ctl.call(h.ctl, "pause", timeout=30)
-                    paused_here = True
-                if h is not None and memory is not False:
-                    try:
-                        ctl.call(h.ctl, "snapshot_save", {"name": snap}, timeout=600)
-                        with_memory = True
-                    except EngineError:
-                        if memory:
-                            raise
-                if not with_memory:  # an internal snapshot already holds the disks' state
-                    for i, disk in enumerate(self._writable_disks(row.spec)):
-                        shutil.copyfile(disk.path, sd / f"disk{i}")
-            except BaseException:
-                shutil.rmtree(sd, ignore_errors=True)
-                raise
-            finally:
-                if paused_here and h is not None:
-                    with contextlib.suppress(EngineError):
-                        ctl.call(h.ctl, "resume", timeout=30)
-            s = SnapshotRow(name, snap, time.time(), description, with_memory, state)
-            self.store.add_snapshot(s)
-        self.events.publish("snapshot", name, str(state), f"created {snap}")
-        return SnapshotInfo(
-            domain=name, name=snap, created=s.created, description=description, memory=with_memory, state=state
-        )
+        return self.snapshots.create(name, snap, description, memory)
 
     def snapshot_list(self, name: str) -> list[SnapshotInfo]:
-        self.store.get_domain(name)
-        return [
-            SnapshotInfo(
-                domain=s.domain,
-                name=s.name,
-                created=s.created,
-                description=s.description,
-                memory=s.memory,
-                state=s.state,
-            )
-            for s in self.store.list_snapshots(name)
-        ]
+        return self.snapshots.list(name)
 
     def snapshot_revert(self, name: str, snap: str) -> DomainInfo:
-        with self.lock(name):
-            row = self.store.get_domain(name)
-            s = self.store.get_snapshot(name, snap)
-            h = self.handles.get(name)
-            sd = self._snapdir(name, snap)
-            if s.memory:
-                if h is None:  # the saved memory needs a running engine to load into
-                    self._spawn(row, f"reverting to {snap}")
-                    h = self.handles[name]
-                ctl.call(h.ctl, "pause", timeout=30)
-                ctl.call(h.ctl, "snapshot_load", {"name": snap}, timeout=600)
-                if s.state == DomainState.RUNNING:
-                    ctl.call(h.ctl, "resume", timeout=30)
-                self._set_state(
-                    name, DomainState(ctl.call(h.ctl, "status", timeout=10)["state"]), f"reverted to {snap}"
-                )
-            else:
-                if h is not None:
-                    with contextlib.suppress(ctl.SupervisorGone):
-                        ctl.call(h.ctl, "destroy", timeout=60)
-                    h.stopped.wait(30)
-                for i, disk in enumerate(self._writable_disks(row.spec)):
-                    src = sd / f"disk{i}"
-                    if src.exists():
-                        shutil.copyfile(src, disk.path)
-                if s.state in (DomainState.RUNNING, DomainState.PAUSED):
-                    self._spawn(self.store.get_domain(name), f"reverted to {snap}")
-                    if s.state == DomainState.PAUSED:
-                        ctl.call(self.handles[name].ctl, "pause", timeout=30)
-        self.events.publish("snapshot", name, None, f"reverted to {snap}")
+        self.snapshots.revert(name, snap)
         return self.info(name)
 
     def snapshot_delete(self, name: str, snap: str) -> None:
-        with self.lock(name):
-            s = self.store.get_snapshot(name, snap)
-            h = self.handles.get(name)
-            if s.memory and h is not None:
-                with contextlib.suppress(EngineError):
-                    ctl.call(h.ctl, "snapshot_delete", {"name": snap}, timeout=60)
-            elif s.memory:  # offline: drop the internal snapshot from the qcow2 files
-                for d in self._writable_disks(self.store.get_domain(name).spec):
-                    if d.format == "qcow2":
-                        subprocess.run(["qemu-img", "snapshot", "-d", snap, str(d.path)], capture_output=True)
-            self.store.remove_snapshot(name, snap)
-            shutil.rmtree(self._snapdir(name, snap), ignore_errors=True)
-        self.events.publish("snapshot", name, None, f"deleted {snap}")
-
-    def stop_all_for_tests(self) -> None:
-        """Destroy every running VM (test teardown; the daemon never does this on its own)."""
-        for name in list(self.handles):
-            with contextlib.suppress(Exception):
-                self.destroy(name)
+        self.snapshots.delete(name, snap)
 
 
 __all__ = ["HostError", "Service"]

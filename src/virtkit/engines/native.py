@@ -1,29 +1,37 @@
 """The native engine: virtkit's own VMM on /dev/kvm, one child process per machine.
 
 The child is ``python -m virtkit.engines.native_main``; this side talks to it over its control socket
-(JSON lines) and reads its console log. Devices: virtio-console (the guest agent's port, bridged to agent.sock in the run directory) and
+(:mod:`virtkit.ipc`) and reads its console log. Devices: virtio-console (the guest agent's port, bridged to agent.sock in the run directory) and
 virtio-rng over virtio-pci; no disks or NICs yet.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
-import ctypes
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import virtkit
+from virtkit import ipc
 from virtkit.config import defaults
-from virtkit.engines.base import Availability, Technique, VmState
-from virtkit.errors import ConfigError, EngineError, GuestTimeout, HostError
+from virtkit.engines.base import (
+    Availability,
+    Capability,
+    MachineBase,
+    MachineStats,
+    Technique,
+    VmState,
+    wait_for_agent,
+)
+from virtkit.errors import ConfigError, EngineError, GuestTimeout, HostError, IpcError, VirtkitError
 from virtkit.host.probe import HostReport, probe
+from virtkit.host.process import die_with_parent as _die_with_parent
+from virtkit.host.process import python_child_env
 from virtkit.machine.builder import preflight
 from virtkit.machine.config import VmmConfig
 
@@ -31,10 +39,12 @@ if TYPE_CHECKING:
     from virtkit.agent.client import AgentClient
     from virtkit.config.machine import MachineSpec
 
-READY_TIMEOUT_S = 60.0
+# the VMM process's config document in the run directory
+VMM_CONFIG = "vmm.json"
 
 
-def vmm_config(spec: MachineSpec) -> VmmConfig:
+def vmm_config(spec: MachineSpec, agent_socket: Path | None = None) -> VmmConfig:
+    """The native VMM's config for a resolved machine; ``agent_socket`` only when the machine has an agent."""
     if spec.boot.kernel is None:
         raise ConfigError(
             f"machine {spec.name}: the native engine boots kernels directly and has no firmware to boot a disk",
@@ -47,21 +57,9 @@ def vmm_config(spec: MachineSpec) -> VmmConfig:
         memory_mib=spec.memory_mib,
         vcpus=spec.vcpus,
         paravirt=spec.paravirt,
+        agent_socket=agent_socket if spec.agent else None,
     )
 
-
-def guest_cmdline(spec: MachineSpec) -> str:
-    """The machine's name becomes the guest's hostname, as on the QEMU engine."""
-    if "virtkit.hostname=" in spec.boot.cmdline:
-        return spec.boot.cmdline
-    return f"{spec.boot.cmdline} virtkit.hostname={spec.name}"
-
-
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 CONTROL_TIMEOUT_S = 15.0
@@ -81,14 +79,13 @@ def native_availability(report: HostReport) -> Availability:
     return Availability(False, None, report.hardware_reason())
 
 
-class NativeMachine:
+class NativeMachine(MachineBase):
     def __init__(self, name: str, technique: Technique, proc: subprocess.Popen[bytes], workdir: Path) -> None:
         self._name = name
         self._technique = technique
         self._proc = proc
         self.workdir = workdir
         self.control_socket = workdir / "control.sock"
-        self.console_socket = workdir / "console.sock"
         self._console_log = workdir / "console.log"
         self.vmm_log = workdir / "vmm.log"
         self.agent_socket = workdir / "agent.sock"
@@ -113,23 +110,17 @@ class NativeMachine:
     def console_log(self) -> Path:
         return self._console_log
 
+    @property
+    def console_socket(self) -> Path:
+        return self.workdir / "console.sock"
+
     def request(self, op: str, **fields: object) -> dict[str, object]:
-        """One control request to the VMM process."""
+        """One control request to the VMM process; its result."""
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(CONTROL_TIMEOUT_S)
-                s.connect(str(self.control_socket))
-                s.sendall(json.dumps({"op": op, **fields}).encode() + b"\n")
-                reply = s.makefile("rb").readline()
-        except OSError as e:
-            raise EngineError(
-                f"machine {self._name}: the VMM's control socket did not answer {op!r}: {e}",
-                hint=f"see {self.vmm_log}",
-            ) from e
-        answer: dict[str, object] = json.loads(reply) if reply else {"ok": False, "error": "no answer"}
-        if not answer.get("ok"):
-            raise EngineError(f"machine {self._name}: {op} failed: {answer.get('error')}")
-        return answer
+            result = ipc.call(self.control_socket, op, fields, timeout=CONTROL_TIMEOUT_S, peer=f"{self._name}'s VMM")
+        except IpcError as e:  # the transport failed, not the request
+            raise EngineError(f"machine {self._name}: {e.message}", hint=f"see {self.vmm_log}") from e
+        return dict(result) if isinstance(result, dict) else {}
 
     def _exited_state(self) -> VmState:
         return VmState.CRASHED if self._proc.returncode not in (0, -signal.SIGTERM) else VmState.SHUTOFF
@@ -211,24 +202,9 @@ class NativeMachine:
         """Nothing to let go of: every control request opens its own connection to the VMM's socket."""
 
     def wait_ready(self, timeout: float = defaults.READY_TIMEOUT_S) -> float:
-        """Block until the guest agent answers (as the QEMU engine does); GuestTimeout with the console's
-        last lines otherwise."""
-        from virtkit.errors import AgentError
-
-        agent = self.agent()
-        try:
-            return agent.wait_ready(timeout, alive=lambda: self._proc.poll() is None)
-        except AgentError as exc:
-            tail = "\n".join(self.console().strip().splitlines()[-10:])
-            stopped = self._proc.poll() is not None
-            raise GuestTimeout(
-                f"{self._name} {'stopped' if stopped else 'did not become ready'}"
-                f"{'' if stopped else f' within {timeout:g}s'} ({exc.message})",
-                console_tail=tail,
-                hint="read the console lines below; check the kernel, initrd and cmdline (console=ttyS0)",
-            ) from exc
-        finally:
-            agent.close()
+        """Block until the guest agent answers; GuestTimeout with the console's last lines otherwise."""
+        with self.agent() as agent:
+            return wait_for_agent(self._name, agent, timeout, lambda: self._proc.poll() is None, self.console)
 
     def console(self) -> str:
         try:
@@ -236,9 +212,22 @@ class NativeMachine:
         except FileNotFoundError:
             return ""
 
-    def send_console_input(self, text: str) -> int:
-        sent = self.request("input", data=text).get("sent", 0)
+    # -- optional abilities ------------------------------------------------------------------
+    def capabilities(self) -> frozenset[Capability]:
+        return frozenset({Capability.CONSOLE_INPUT, Capability.STATS})
+
+    def console_write(self, data: bytes) -> int:
+        """Feed the UART as the guest drains it; returns the bytes it took within the VMM's patience."""
+        self._alive("type into the console of")
+        sent = self.request("input", data_b64=base64.b64encode(data).decode()).get("sent", 0)
         return int(sent) if isinstance(sent, int) else 0
+
+    def stats(self) -> MachineStats:
+        """VM exits by reason (this engine has no disks or NICs yet)."""
+        self._alive("read the statistics of")
+        exits = self.request("status").get("exits")
+        counts = {str(k): int(v) for k, v in exits.items() if isinstance(v, int)} if isinstance(exits, dict) else {}
+        return MachineStats(exits=counts)
 
     def _alive(self, what: str) -> None:
         if self._proc.poll() is not None:
@@ -260,26 +249,21 @@ class NativeEngine:
         return native_availability(self._host())
 
     def command(self, spec: MachineSpec, workdir: Path) -> list[str]:
-        boot = spec.boot
-        cmd = [
-            sys.executable, "-m", "virtkit.engines.native_main",
-            "--kernel", str(boot.kernel),
-            "--cmdline", guest_cmdline(spec),
-            "--memory-mib", str(spec.memory_mib),
-            "--console", "none",
-            "--console-log", str(workdir / "console.log"),
-            "--control", str(workdir / "control.sock"),
-            "--console-socket", str(workdir / "console.sock"),
-            "--stats-json", str(workdir / "stats.json"),
-            "--vcpus", str(spec.vcpus),
-        ]  # fmt: skip
-        if spec.agent:
-            cmd += ["--agent-socket", str(workdir / "agent.sock")]
-        if boot.initrd is not None:
-            cmd += ["--initrd", str(boot.initrd)]
-        if not spec.paravirt:
-            cmd.append("--no-paravirt")
-        return cmd
+        """Write the VMM process's one JSON document (``vmm.json`` in ``workdir``) and return its argv."""
+        from virtkit.engines.native_main import VmmProcess
+
+        process = VmmProcess(
+            vmm=vmm_config(spec, agent_socket=workdir / "agent.sock"),
+            console="none",
+            console_log=workdir / "console.log",
+            control=workdir / "control.sock",
+            console_socket=workdir / "console.sock",
+            stats_json=workdir / "stats.json",
+        )
+        workdir.mkdir(parents=True, exist_ok=True)
+        path = workdir / VMM_CONFIG
+        path.write_text(json.dumps(process.to_json(), indent=2) + "\n")
+        return [sys.executable, "-m", "virtkit.engines.native_main", str(path)]
 
     def start(self, spec: MachineSpec, workdir: Path, die_with_parent: bool = False) -> NativeMachine:
         if spec.disks or spec.nics:
@@ -294,29 +278,28 @@ class NativeEngine:
         technique = Technique.HARDWARE if report.kvm_hardware else Technique.PVM
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "console.log").unlink(missing_ok=True)
-        env = dict(os.environ)
-        package_root = str(Path(virtkit.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        (workdir / "stats.json").unlink(missing_ok=True)
         with open(workdir / "vmm.log", "wb") as log:
             proc = subprocess.Popen(
                 self.command(spec, workdir),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                env=env,
+                env=python_child_env(),
                 start_new_session=True,
                 preexec_fn=_die_with_parent if die_with_parent else None,
             )
         machine = NativeMachine(spec.name, technique, proc, workdir)
         try:
-            self._wait_ready(machine, proc)
+            self._wait_started(machine, proc)
         except BaseException:
             machine.destroy()
             raise
         return machine
 
-    def _wait_ready(self, machine: NativeMachine, proc: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
+    def _wait_started(self, machine: NativeMachine, proc: subprocess.Popen[bytes]) -> None:
+        """Until the VMM answers on its control socket (not the guest agent: that is wait_ready())."""
+        deadline = time.monotonic() + defaults.START_TIMEOUT_S
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 if proc.returncode == 0:
@@ -328,18 +311,29 @@ class NativeEngine:
                         return
             time.sleep(0.02)
         raise GuestTimeout(
-            f"machine {machine.name}: the native VMM did not start within {READY_TIMEOUT_S:.0f} s",
+            f"machine {machine.name}: the native VMM did not start within {defaults.START_TIMEOUT_S:.0f} s",
             console_tail=machine.console()[-2000:],
             hint=f"see {machine.vmm_log}",
         )
 
     @staticmethod
     def _failure(machine: NativeMachine, returncode: int) -> Exception:
+        """Why the VMM ended at start: the typed error it reported in its end report (the stats file),
+        else the last line of its log."""
+        error = _reported_error(machine.workdir / "stats.json")
+        if error is not None:
+            error.message = f"machine {machine.name}: {error.message}"
+            return error
         lines = machine.vmm_log.read_text(errors="replace").strip().splitlines() if machine.vmm_log.exists() else []
         last = lines[-1].removeprefix("virtkit-native: ") if lines else f"exit status {returncode}"
-        if returncode == 2:
-            message, _, hint = last.partition(" (fix: ")
-            return ConfigError(f"machine {machine.name}: {message}", hint=hint.removesuffix(")") or None)
         return EngineError(
             f"machine {machine.name}: the native VMM ended at start: {last}", hint=f"see {machine.vmm_log}"
         )
+
+
+def _reported_error(path: Path) -> VirtkitError | None:
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return ipc.decode_error(report["error"]) if isinstance(report, dict) and "error" in report else None

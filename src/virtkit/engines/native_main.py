@@ -1,28 +1,31 @@
-"""The native VMM process: one machine per process.
+"""The native VMM process: one machine per process, configured by one JSON document.
 
-    python -m virtkit.engines.native_main --kernel K [--initrd I] [--cmdline C] [--memory-mib M]
-        [--no-paravirt] [--on-reset restart|exit] [--console stdio|none] [--console-log FILE]
-        [--control SOCKET] [--console-socket SOCKET] [--stdin] [--stats-json FILE]
+    python -m virtkit.engines.native_main CONFIG.json      (or ``-``: read it from stdin; or the document itself)
 
-Exit status: 0 when the guest powered off, reset with ``--on-reset exit``, or the VMM was stopped; 1 when
+The document is :class:`VmmProcess` as JSON (:mod:`virtkit.spec.codec`): ``{"vmm": {"kernel": ...,
+"cmdline": ..., "memory_mib": ...}, "console": "none", "control": "/run/.../control.sock", ...}``;
+:class:`~virtkit.machine.config.VmmConfig` lists the machine's fields. :meth:`virtkit.engines.native.NativeEngine.command` writes it; ``virtkit run
+--engine native --kernel K`` builds it in-process (:mod:`virtkit.cli.native`).
+
+Exit status: 0 when the guest powered off, reset with ``on_reset: exit``, or the VMM was stopped; 1 when
 the guest crashed or KVM failed; 2 for bad input (the message says what to fix).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import json
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
-from virtkit.errors import VirtkitError
+from virtkit.errors import ConfigError, VirtkitError
 from virtkit.hypervisor.kvm import Kvm
 from virtkit.machine.config import VmmConfig
 from virtkit.machine.console import ConsoleSink, StreamWriter
@@ -33,42 +36,55 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_CRASHED, EXIT_BAD_INPUT = 0, 1, 2
 CTRL_A = 0x01
+USAGE = "usage: python -m virtkit.engines.native_main CONFIG.json | - | '{\"vmm\": {...}}'"
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="virtkit-native", description="virtkit's native KVM VMM (one VM)")
-    p.add_argument("--kernel", type=Path, required=True, help="bzImage, or an ELF vmlinux with a PVH note")
-    p.add_argument("--initrd", type=Path)
-    p.add_argument("--cmdline", default="console=ttyS0")
-    p.add_argument("--memory-mib", type=int, default=256)
-    p.add_argument("--vcpus", type=int, default=1)
-    p.add_argument("--no-paravirt", action="store_true", help="hide KVM's paravirtual CPUID leaves")
-    p.add_argument("--no-acpi", action="store_true", help="no ACPI tables (the guest cannot power off)")
-    p.add_argument("--on-reset", choices=("restart", "exit"), default="restart")
-    p.add_argument("--console", choices=("stdio", "none"), default="stdio")
-    p.add_argument("--console-log", type=Path)
-    p.add_argument("--control", type=Path, help="unix socket for JSON-lines control")
-    p.add_argument("--console-socket", type=Path, help="unix socket to attach to the serial console")
-    p.add_argument("--stdin", action="store_true", help="feed stdin to the serial port (Ctrl-A X quits)")
-    p.add_argument("--agent-socket", type=Path, help="unix socket bridged to the guest agent's virtio port")
-    p.add_argument("--no-rng", action="store_true", help="no virtio-rng device")
-    p.add_argument("--stats-json", type=Path, help="write exit statistics here when the VMM ends")
-    return p.parse_args(argv)
+@dataclass(frozen=True)
+class VmmProcess:
+    """Everything the VMM process is told: the machine, and where its console and control sockets go."""
+
+    vmm: VmmConfig
+    # "stdio": the serial console's output on this process's stdout
+    console: Literal["stdio", "none"] = "stdio"
+    console_log: Path | None = None
+    # unix socket for JSON-lines control
+    control: Path | None = None
+    # unix socket to attach to the serial console
+    console_socket: Path | None = None
+    # feed stdin to the serial port (Ctrl-A X quits)
+    stdin: bool = False
+    # write exit statistics here when the VMM ends
+    stats_json: Path | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        from virtkit.spec.codec import to_json
+
+        data: dict[str, Any] = to_json(self)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> VmmProcess:
+        from virtkit.spec.codec import from_json
+
+        return from_json(cls, data, "config")
 
 
-def config_from(args: argparse.Namespace) -> VmmConfig:
-    return VmmConfig(
-        kernel=args.kernel,
-        initrd=args.initrd,
-        cmdline=args.cmdline,
-        memory_mib=args.memory_mib,
-        vcpus=args.vcpus,
-        paravirt=not args.no_paravirt,
-        on_reset=args.on_reset,
-        acpi=not args.no_acpi,
-        virtio_rng=not args.no_rng,
-        agent_socket=args.agent_socket,
-    )
+def load_process(arg: str) -> VmmProcess:
+    """The document named by the command line's one argument: a file, ``-`` (stdin), or the JSON itself."""
+    if arg == "-":
+        text = sys.stdin.read()
+    elif arg.lstrip().startswith("{"):
+        text = arg
+    else:
+        try:
+            text = Path(arg).read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read the VMM config {arg}: {e.strerror}", hint=USAGE) from e
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise ConfigError(f"the VMM config is not JSON: {e}", hint=USAGE) from e
+    return VmmProcess.from_json(data)
 
 
 def pump_stdin(runner: Runner, fd: int) -> None:
@@ -119,19 +135,25 @@ def summary(runner: Runner, timings: dict[str, float]) -> str:
     return "; ".join(parts)
 
 
-def run(args: argparse.Namespace, on_runner: Callable[[Runner], None] | None = None) -> int:
+def bad_input(stats_json: Path | None, error: VirtkitError) -> int:
+    """Say what is wrong: to people on stderr, and to the engine as a typed error in the end report."""
+    print(f"virtkit-native: {error}", file=sys.stderr)
+    if stats_json:
+        from virtkit.ipc import encode_error
+
+        with contextlib.suppress(OSError):
+            stats_json.write_text(json.dumps({"error": encode_error(error)}))
+    return EXIT_BAD_INPUT
+
+
+def run(process: VmmProcess, on_runner: Callable[[Runner], None] | None = None) -> int:
     """Run the VMM in this process (the main thread must call it); returns the exit status."""
     startup = process_age()
-    try:
-        config = config_from(args)
-    except VirtkitError as e:
-        print(f"virtkit-native: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    console = ConsoleSink(args.console_log)
-    stdout = StreamWriter(sys.stdout.fileno()) if args.console == "stdio" else None
+    console = ConsoleSink(process.console_log)
+    stdout = StreamWriter(sys.stdout.fileno()) if process.console == "stdio" else None
     if stdout is not None:
         console.add_listener(stdout)
-    runner = Runner(config, Kvm, console)
+    runner = Runner(process.vmm, Kvm, console)
     servers: list[UnixServer] = []
     previous = {}
 
@@ -141,28 +163,25 @@ def run(args: argparse.Namespace, on_runner: Callable[[Runner], None] | None = N
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         previous[sig] = signal.signal(sig, on_signal)
     try:
-        if args.control or args.console_socket:
+        if process.control or process.console_socket:
             # imported only when asked for: start-up time counts under nested virtualization
             from virtkit.machine.control import ConsoleServer, ControlServer
 
-            if args.control:
-                servers.append(ControlServer(args.control, runner))
-            if args.console_socket:
-                servers.append(ConsoleServer(args.console_socket, runner))
-        if args.stdin:
+            if process.control:
+                servers.append(ControlServer(process.control, runner))
+            if process.console_socket:
+                servers.append(ConsoleServer(process.console_socket, runner))
+        if process.stdin:
             threading.Thread(target=pump_stdin, args=(runner, sys.stdin.fileno()), name="stdin", daemon=True).start()
         if on_runner is not None:
             on_runner(runner)
         try:
             outcome = runner.run()
         except VirtkitError as e:
-            print(f"virtkit-native: {e}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+            return bad_input(process.stats_json, e)
         timings = {"python_start": startup, **runner.timings}
-        if args.stats_json and runner.last_statistics is not None:
-            import json
-
-            args.stats_json.write_text(
+        if process.stats_json and runner.last_statistics is not None:
+            process.stats_json.write_text(
                 json.dumps(
                     {
                         **asdict(runner.last_statistics),
@@ -188,7 +207,16 @@ def run(args: argparse.Namespace, on_runner: Callable[[Runner], None] | None = N
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(parse_args(argv))
+    args = sys.argv[1:] if argv is None else list(argv)
+    if len(args) != 1 or args[0] in ("-h", "--help"):
+        print(USAGE, file=sys.stderr)
+        return EXIT_OK if args in (["-h"], ["--help"]) else EXIT_BAD_INPUT
+    try:
+        process = load_process(args[0])
+    except VirtkitError as e:
+        print(f"virtkit-native: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return run(process)
 
 
 if __name__ == "__main__":

@@ -14,30 +14,41 @@ import ctypes
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from virtkit.agent.client import AgentClient
 from virtkit.config import defaults
 from virtkit.config.machine import MachineSpec, NicSpec
-from virtkit.engines.base import Availability, Technique, VmState
+from virtkit.engines.base import (
+    Availability,
+    BlockStats,
+    Capability,
+    MachineBase,
+    MachineStats,
+    Technique,
+    VmState,
+    wait_for_agent,
+)
 from virtkit.engines.qmp import QmpChannel
-from virtkit.errors import ConfigError, EngineError, HostError
+from virtkit.errors import ConfigError, EngineError, HostError, Unsupported
 from virtkit.host.probe import HostReport, probe
+from virtkit.host.process import die_with_parent
 from virtkit.storage.disks import inspect_disk
 
-PR_SET_PDEATHSIG = 1
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _preexec(netns: str | None, die_with_parent: bool) -> Callable[[], None]:
+def _preexec(netns: str | None, tie_to_parent: bool) -> Callable[[], None]:
     def run() -> None:
-        if die_with_parent:
-            _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if tie_to_parent:
+            die_with_parent()
         if netns:
             fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
             if _libc.setns(fd, CLONE_NEWNET) != 0:
@@ -117,7 +128,7 @@ class QemuEngine:
             "-device", "virtio-rng-pci",
         ]  # fmt: skip
         if spec.boot.kernel is not None:
-            argv += ["-kernel", str(spec.boot.kernel), "-append", _cmdline(spec)]
+            argv += ["-kernel", str(spec.boot.kernel), "-append", spec.boot.cmdline]
             if spec.boot.initrd:
                 argv += ["-initrd", str(spec.boot.initrd)]
         else:
@@ -146,7 +157,7 @@ class QemuEngine:
         return argv
 
     def _nic_args(self, spec: MachineSpec, i: int, nic: NicSpec, fd: int | None) -> list[str]:
-        mac = nic.mac or stable_mac(spec.name, i)
+        mac = nic.mac or defaults.stable_mac(spec.name, i)
         if nic.kind == "user":
             fwd = "".join(f",hostfwd={p}::{h}-:{g}" for p, h, g in nic.forwards)
             netdev = f"user,id=net{i}{fwd}"
@@ -192,9 +203,13 @@ class QemuEngine:
         fds = self._open_macvtaps(spec)
         argv = self.command(spec, workdir, fds)
         _, technique = self._accel()
+        nodes = snapshot_nodes(spec)
         (workdir / "machine.json").write_text(
-            json.dumps({"name": spec.name, "engine": self.name, "technique": technique.value, "argv": argv})
-        )
+            json.dumps(
+                {"name": spec.name, "engine": self.name, "technique": technique.value, "argv": argv,
+                 "snapshot_nodes": nodes}
+            )
+        )  # fmt: skip
         stderr = open(workdir / "qemu.stderr", "wb")  # noqa: SIM115 - handed to the child
         try:
             proc = subprocess.Popen(
@@ -212,7 +227,7 @@ class QemuEngine:
             stderr.close()
             for fd in fds.values():
                 os.close(fd)
-        machine = QemuMachine(spec.name, workdir, technique, proc.pid, proc)
+        machine = QemuMachine(spec.name, workdir, technique, proc.pid, proc, snapshot_nodes=nodes)
         try:
             machine._connect(timeout=30.0)
         except BaseException:
@@ -221,11 +236,14 @@ class QemuEngine:
         return machine
 
 
-def _cmdline(spec: MachineSpec) -> str:
-    """The spec's command line, plus the machine's name as the guest hostname (the default image reads it)."""
-    if "virtkit.hostname=" in spec.boot.cmdline:
-        return spec.boot.cmdline
-    return f"{spec.boot.cmdline} virtkit.hostname={spec.name}"
+def snapshot_nodes(spec: MachineSpec) -> list[str] | str:
+    """The block nodes an internal snapshot (``snapshot-save``) writes to: every writable disk, which must
+    all be qcow2 (the first also takes the memory); or why the machine cannot have one."""
+    writable = [(i, d) for i, d in enumerate(spec.disks) if not d.readonly]
+    nodes = [f"disk{i}" for i, d in writable if d.format == "qcow2"]
+    if nodes and len(nodes) == len(writable):
+        return nodes
+    return "none" if not nodes else "a writable raw disk"
 
 
 def _ifindex_in(netns: str | None, ifname: str) -> int:
@@ -241,15 +259,7 @@ def _ifindex_in(netns: str | None, ifname: str) -> int:
     return int(idx[0])
 
 
-def stable_mac(vm: str, index: int) -> str:
-    """A MAC that stays the same for a VM's Nth NIC across restarts (52:54:00 prefix, like libvirt)."""
-    import hashlib
-
-    h = hashlib.sha256(f"{vm}/{index}".encode()).digest()
-    return f"{defaults.MAC_PREFIX}:{h[0]:02x}:{h[1]:02x}:{h[2]:02x}"
-
-
-class QemuMachine:
+class QemuMachine(MachineBase):
     engine = "qemu"
 
     def __init__(
@@ -259,6 +269,7 @@ class QemuMachine:
         technique: Technique,
         pid: int,
         proc: subprocess.Popen[bytes] | None = None,
+        snapshot_nodes: list[str] | str = "none",
     ) -> None:
         self.name = name
         self.workdir = workdir
@@ -270,6 +281,9 @@ class QemuMachine:
         self._destroyed = False
         self._exit_status: int | None = None
         self._lock = threading.RLock()
+        self._snapshot_nodes = snapshot_nodes  # or why there are none (see snapshot_nodes())
+        self._console: socket.socket | None = None
+        self._console_lock = threading.Lock()
         self.started_at = time.time()
 
     # -- attach ------------------------------------------------------------------------------
@@ -281,7 +295,8 @@ class QemuMachine:
             pid = int((workdir / "qemu.pid").read_text().strip())
         except (OSError, ValueError) as exc:
             raise EngineError(f"no running machine in {workdir}: {exc}") from exc
-        m = cls(meta["name"], workdir, Technique(meta["technique"]), pid)
+        nodes = meta.get("snapshot_nodes", "none")
+        m = cls(meta["name"], workdir, Technique(meta["technique"]), pid, snapshot_nodes=nodes)
         if not m._alive():
             raise EngineError(f"machine {m.name} (pid {pid}) is not running")
         m._connect(timeout=10.0)
@@ -326,6 +341,12 @@ class QemuMachine:
     @property
     def console_socket(self) -> Path:
         return self.workdir / "console.sock"
+
+    def capabilities(self) -> frozenset[Capability]:
+        caps = {Capability.STATS, Capability.CONSOLE_INPUT}
+        if isinstance(self._snapshot_nodes, list):
+            caps.add(Capability.SNAPSHOT)
+        return frozenset(caps)
 
     def stderr_tail(self, lines: int = 5) -> str:
         try:
@@ -468,6 +489,10 @@ class QemuMachine:
         if self._qmp is not None:
             self._qmp.close()
             self._qmp = None
+        with self._console_lock:
+            if self._console is not None:
+                self._console.close()
+                self._console = None
         for sock in ("qmp.sock", "agent.sock", "console.sock"):
             (self.workdir / sock).unlink(missing_ok=True)
 
@@ -478,16 +503,89 @@ class QemuMachine:
 
     def wait_ready(self, timeout: float = defaults.READY_TIMEOUT_S) -> float:
         """Block until the guest agent answers; GuestTimeout (with the console's last lines) otherwise."""
-        from virtkit.errors import AgentError, GuestTimeout
+        return wait_for_agent(self.name, self.agent(), timeout, self._alive, self.console)
 
-        try:
-            return self.agent().wait_ready(timeout, alive=self._alive)
-        except AgentError as exc:
-            tail = "\n".join(self.console().strip().splitlines()[-10:])
-            stopped = not self._alive()
-            raise GuestTimeout(
-                f"{self.name} {'stopped' if stopped else 'did not become ready'}"
-                f"{'' if stopped else f' within {timeout:g}s'} ({exc.message})",
-                console_tail=tail,
-                hint="read the console lines below; check the kernel, initrd and cmdline (console=ttyS0)",
-            ) from exc
+    # -- optional abilities ------------------------------------------------------------------
+    def console_write(self, data: bytes) -> int:
+        """Type into the serial console through QEMU's console socket, held open with a thread draining
+        it (what the guest prints is in the console log already)."""
+        self._require_running()
+        with self._console_lock:
+            if self._console is None:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    s.connect(str(self.console_socket))
+                except OSError as e:
+                    s.close()
+                    raise EngineError(f"cannot open {self.name}'s console: {e}") from e
+                self._console = s
+                threading.Thread(target=_drain, args=(s,), daemon=True, name=f"console-drain-{self.name}").start()
+            try:
+                self._console.sendall(data)
+            except OSError as e:
+                self._console.close()
+                self._console = None
+                raise EngineError(f"{self.name}'s console went away: {e}") from e
+        return len(data)
+
+    def stats(self) -> MachineStats:
+        """Per-disk I/O counters from QEMU's block layer."""
+        keys = ("rd_bytes", "wr_bytes", "rd_operations", "wr_operations", "flush_operations")
+        block = []
+        for b in self._qmp_list("query-blockstats"):
+            st = b.get("stats", {})
+            device = b.get("qdev") or b.get("node-name") or b.get("device")
+            block.append(BlockStats(str(device), **{k: st.get(k) for k in keys}))
+        return MachineStats(block=tuple(block))
+
+    def _snapshot_job(self, command: str, tag: str) -> None:
+        """Internal snapshots through QEMU's ``snapshot-save``/``-load``/``-delete`` jobs (QEMU >= 6.0):
+        guest memory and every writable disk, stored inside the machine's qcow2 disks."""
+        nodes = self._snapshot_nodes
+        if not isinstance(nodes, list):
+            raise Unsupported(
+                f"the qemu engine can save guest memory only into qcow2 disks, and {self.name} has {nodes}",
+                hint="give the domain a qcow2 disk, or take a disk-only snapshot (--disk-only)",
+            )
+        self._require_running()
+        job = f"vk-{command}-{time.monotonic_ns()}"
+        args: dict[str, object] = {"job-id": job, "tag": tag, "devices": nodes}
+        if command != "snapshot-delete":
+            args["vmstate"] = nodes[0]
+        self._qmp_exec(command, args)
+        deadline = time.monotonic() + SNAPSHOT_TIMEOUT_S
+        while True:
+            j = next((j for j in self._qmp_list("query-jobs") if j.get("id") == job), None)
+            if j is None or j.get("status") == "concluded":
+                break
+            if time.monotonic() > deadline:
+                raise EngineError(f"QEMU's {command} of {tag!r} did not finish in {SNAPSHOT_TIMEOUT_S:.0f}s")
+            time.sleep(0.05)
+        with contextlib.suppress(EngineError):
+            self._qmp_exec("job-dismiss", {"id": job})
+        if j is not None and j.get("error"):
+            raise EngineError(f"QEMU {command} {tag!r}: {j['error']}")
+
+    def snapshot_save(self, tag: str) -> None:
+        self._snapshot_job("snapshot-save", tag)
+
+    def snapshot_load(self, tag: str) -> None:
+        self._snapshot_job("snapshot-load", tag)
+
+    def snapshot_delete(self, tag: str) -> None:
+        self._snapshot_job("snapshot-delete", tag)
+
+    def _qmp_list(self, command: str) -> list[dict[str, Any]]:
+        if self._qmp is None:
+            raise EngineError(f"{self.name} is not running")
+        result = self._qmp.execute(command)
+        return [r for r in result if isinstance(r, dict)] if isinstance(result, list) else []
+
+
+SNAPSHOT_TIMEOUT_S = 600.0
+
+
+def _drain(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while sock.recv(65536):
+            pass

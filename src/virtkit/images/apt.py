@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from virtkit.errors import HostError, ImageError
+from virtkit.fsutil import write_atomic
 
 
 @dataclass(frozen=True)
@@ -136,10 +137,7 @@ def memoised(memo_file: Path, key: str, compute: Callable[[], list[Package]]) ->
     pkgs = compute()
     memo = memo if isinstance(memo, dict) else {}
     memo[key] = {"stamp": stamp, "packages": [asdict(p) for p in pkgs]}
-    memo_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(memo, indent=1))
-    tmp.replace(memo_file)
+    write_atomic(memo_file, json.dumps(memo, indent=1))
     return pkgs
 
 

@@ -24,6 +24,7 @@ from virtkit.arch.x86_64.loader import (
     read_kernel,
     write_boot_info,
 )
+from virtkit.config.defaults import AGENT_PORT_NAME
 from virtkit.devices import acpi_pm, cmos, i8042, serial
 from virtkit.devices.bus import Bus
 from virtkit.devices.trigger import IrqLine
@@ -42,7 +43,6 @@ from virtkit.virtio.device import VirtioDevice
 from virtkit.virtio.rng import Rng
 
 MIB = 1 << 20
-AGENT_PORT = "org.qemu.guest_agent.0"
 MAX_VCPUS = 64  # APIC IDs fit the MADT's 8-bit fields; more would need x2APIC entries
 
 
@@ -186,17 +186,14 @@ def virtio_devices(
             agent = listen(config.agent_socket)
             closers.append(agent.close)
         bridge = agent
-        vcon = Console([Port(None, console), Port(AGENT_PORT, bridge.output)])
+        vcon = Console([Port(None, console), Port(AGENT_PORT_NAME, bridge.output, bridge.room)])
         bridge.deliver = functools.partial(vcon.input, 1)
-        closers.append(lambda: setattr(bridge, "deliver", _drop))  # between boots, client bytes go nowhere
+        bridge.on_drain = functools.partial(vcon.resume_output, 1)
+        closers.append(bridge.detach)  # between boots, client bytes go nowhere
         devices.append(vcon)
     if config.virtio_rng:
         devices.append(Rng())
     return devices
-
-
-def _drop(data: bytes) -> None:
-    pass
 
 
 def attach_virtio(

@@ -51,7 +51,7 @@ class ConsoleSink:
             for listener in self._listeners:
                 try:
                     listener(data)
-                except OSError:
+                except Exception:  # a broken listener goes; the guest's output and the others carry on
                     dead.append(listener)
             for listener in dead:
                 self._listeners.remove(listener)

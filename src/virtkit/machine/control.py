@@ -1,110 +1,78 @@
-"""The VMM process's control channel: a unix socket speaking JSON lines, and a console socket.
+"""The VMM process's control channel (requests over :mod:`virtkit.ipc`) and its console socket.
 
-Control requests, one JSON object per line, each answered with one line::
+Control requests (op, args -> result)::
 
-    {"op": "status"}                -> {"ok": true, "state": "running", "boots": 1, ...}
-    {"op": "pause"} / {"op": "resume"} / {"op": "stop"} / {"op": "reboot"}
-    {"op": "powerdown"}             -> {"ok": true, "pressed": true}  (the ACPI power button)
-    {"op": "input", "data": "text"} -> {"ok": true, "sent": 4}
+    status                          -> {"state": "running", "boots": 1, "exits": {...}, ...}
+    pause / resume / stop / reboot  -> {"state": ...}
+    powerdown                       -> {"pressed": true}  (the ACPI power button)
+    input {"data_b64": "..."}       -> {"sent": 4}        (console input, fed as the UART drains)
 
-The console socket streams what the guest writes to every client and feeds what clients send to the UART.
+The console socket is a plain byte stream: it sends what the guest writes to every client and feeds what
+clients send to the UART.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
-import json
-import os
 import socket
-import threading
 from pathlib import Path
+from typing import Protocol
 
+from virtkit import ipc
+from virtkit.errors import ConfigError
 from virtkit.machine.runner import Runner
 
-MAX_LINE = 1 << 20
+
+class UnixServer(Protocol):
+    def close(self) -> None: ...
 
 
-class UnixServer:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.bind(str(path))
-        os.chmod(path, 0o600)
-        self._sock.listen(8)
-        self._closed = False
-        threading.Thread(target=self._accept, name=f"accept {path.name}", daemon=True).start()
+class ControlServer:
+    def __init__(self, path: Path, runner: Runner) -> None:
+        self.runner = runner
+        self._server = ipc.Server(path, self.handle)
 
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve_safely, args=(conn,), daemon=True).start()
-
-    def _serve_safely(self, conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            self.serve(conn)
-
-    def serve(self, conn: socket.socket) -> None:
-        raise NotImplementedError
+    def handle(self, request: ipc.Request) -> dict[str, object]:
+        runner = self.runner
+        match request.op:
+            case "status":
+                return runner.status()
+            case "pause":
+                runner.pause()
+            case "resume":
+                runner.resume()
+            case "stop":
+                runner.stop()
+            case "reboot":
+                runner.reboot()
+            case "powerdown":
+                return {"pressed": runner.power_button()}
+            case "input":
+                return {"sent": runner.send_input(_bytes_arg(request.args, "data_b64"))}
+            case op:
+                raise ConfigError(f"unknown control op {op!r}", hint="see virtkit.machine.control for the ops")
+        return {"state": runner.state}
 
     def close(self) -> None:
-        self._closed = True
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        self._server.close()
 
 
-class ControlServer(UnixServer):
+def _bytes_arg(args: dict[str, object], name: str) -> bytes:
+    value = args.get(name)
+    if not isinstance(value, str):
+        raise ConfigError(f"this op needs a base64 string {name!r}")
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error as e:
+        raise ConfigError(f"{name!r} is not base64: {e}") from e
+
+
+class ConsoleServer:
     def __init__(self, path: Path, runner: Runner) -> None:
         self.runner = runner
-        super().__init__(path)
-
-    def serve(self, conn: socket.socket) -> None:
-        reader = conn.makefile("rb")
-        for line in reader:
-            if len(line) > MAX_LINE:
-                break
-            conn.sendall(json.dumps(self.handle(line)).encode() + b"\n")
-
-    def handle(self, line: bytes) -> dict[str, object]:
-        try:
-            request = json.loads(line)
-            op = request["op"]
-        except (ValueError, KeyError, TypeError):
-            return {"ok": False, "error": "expected a JSON object with an 'op'"}
-        runner = self.runner
-        if op == "status":
-            return {"ok": True, **runner.status()}
-        if op == "pause":
-            runner.pause()
-        elif op == "resume":
-            runner.resume()
-        elif op == "stop":
-            runner.stop()
-        elif op == "reboot":
-            runner.reboot()
-        elif op == "powerdown":
-            return {"ok": True, "pressed": runner.power_button()}
-        elif op == "input":
-            data = request.get("data")
-            if not isinstance(data, str):
-                return {"ok": False, "error": "'input' needs a string 'data'"}
-            return {"ok": True, "sent": runner.send_input(data.encode())}
-        else:
-            return {"ok": False, "error": f"unknown op {op!r}"}
-        return {"ok": True, "state": runner.state}
-
-
-class ConsoleServer(UnixServer):
-    def __init__(self, path: Path, runner: Runner) -> None:
-        self.runner = runner
-        super().__init__(path)
+        self._listener = ipc.Listener(path, self.serve, backlog=8)
 
     def serve(self, conn: socket.socket) -> None:
         def send(data: bytes) -> None:
@@ -118,3 +86,6 @@ class ConsoleServer(UnixServer):
                 self.runner.send_input(data)
         finally:
             self.runner.console.remove_listener(send)
+
+    def close(self) -> None:
+        self._listener.close()

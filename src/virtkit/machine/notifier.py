@@ -1,6 +1,9 @@
 """ioeventfd: the guest's queue notifications (writes to a virtio notify address) signal an eventfd inside
 KVM, so the vCPU goes straight back to the guest; this thread reads the eventfds and serves the queues.
-Where KVM refuses an ioeventfd the write still exits and reaches the device through the MMIO bus."""
+Where KVM refuses an ioeventfd the write still exits and reaches the device through the MMIO bus.
+
+The same thread runs the devices' deferred turns (``call_soon``): a queue with more work than one turn's
+budget goes to the back of the line, so every queue and every device gets its turn in order."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import logging
 import os
 import selectors
 import threading
+from collections import deque
 from collections.abc import Callable
 
 from virtkit.hypervisor.base import HypervisorError, Vm
@@ -27,6 +31,7 @@ class Notifier:
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._sel.register(self._wake, selectors.EVENT_READ, None)
         self._closing = False
+        self._soon: deque[Callable[[], None]] = deque()
         self.refused = 0
         self._thread = threading.Thread(target=self._loop, name="ioeventfd", daemon=True)
         self._thread.start()
@@ -56,6 +61,13 @@ class Notifier:
             self._vm.set_ioeventfd(address, NOTIFY_WIDTH, fd, assign=False)
         os.close(fd)
 
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on this thread after what is already waiting (a device's deferred turn)."""
+        if self._closing:
+            return
+        self._soon.append(callback)
+        os.eventfd_write(self._wake, 1)
+
     def _loop(self) -> None:
         while not self._closing:
             for key, _ in self._sel.select():
@@ -65,11 +77,22 @@ class Notifier:
                 except (BlockingIOError, OSError):
                     continue
                 if key.data is None:
+                    self._run_soon()
                     continue
-                try:
-                    key.data()
-                except Exception:  # a device bug must not end notifications for every device
-                    log.exception("queue notification handler failed")
+                self._call(key.data)
+
+    def _run_soon(self) -> None:
+        for _ in range(len(self._soon)):  # only what was queued before: a callback may queue itself again
+            if self._closing:
+                return
+            self._call(self._soon.popleft())
+
+    @staticmethod
+    def _call(callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception:  # a device bug must not end notifications for every device
+            log.exception("queue notification handler failed")
 
     def close(self) -> None:
         self._closing = True

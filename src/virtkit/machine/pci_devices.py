@@ -71,6 +71,8 @@ def attach_pci(
     send_msi = send_msi or _safe_msi(vm)
     for slot, device in zip(SLOTS, devices, strict=False):
         device.memory = memory
+        if notifier is not None:  # turns left over from a budget run on the notifier thread
+            device.defer = notifier.call_soon
         line = intx_line(slot)
         irq = IrqLine(line, vm.set_irq_line)
         function = VirtioPci(device, root.allocate_bar(BAR_SIZE), send_msi, irq, line, notifier)

@@ -1,4 +1,5 @@
-"""Guest physical memory made of regions, each backed by an anonymous mmap (or a bytearray in tests).
+"""Guest physical memory made of regions, each backed by an anonymous mmap (or a bytearray in tests:
+tests/support/memory.py).
 
 Accesses are by guest physical address and must lie inside one region; anything else raises
 ``GuestMemoryError`` so a device can refuse a hostile address instead of touching host memory.
@@ -90,10 +91,6 @@ class GuestMemory:
             with contextlib.suppress(BufferError):  # a view still held somewhere: the GC unmaps it later
                 m.close()
         mappings.clear()
-
-    @classmethod
-    def for_tests(cls, layout: list[tuple[int, int]]) -> GuestMemory:
-        return cls([Region(g, s, bytearray(s)) for g, s in layout])
 
     @property
     def size(self) -> int:

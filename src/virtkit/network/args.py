@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from virtkit.config import defaults
+from virtkit.config.defaults import stable_mac as stable_mac  # re-exported: where the network layer looks
 from virtkit.errors import ConfigError
 from virtkit.network.spec import NETWORK_NAME_RE, check_ifname
 
@@ -83,15 +84,6 @@ def parse_publish(text: str) -> Publish:
 
 def _h(text: str, n: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:n]
-
-
-def stable_mac(vm: str, index: int) -> str:
-    """The same MAC for the same VM and NIC index, every boot (52:54:00 + 3 hash bytes).
-
-    The same formula as the QEMU engine's own ``stable_mac``, so a NIC has one MAC whoever picks it.
-    """
-    h = _h(f"{vm}/{index}", 6)
-    return f"{defaults.MAC_PREFIX}:{h[0:2]}:{h[2:4]}:{h[4:6]}"
 
 
 def bridge_mac(network: str) -> str:

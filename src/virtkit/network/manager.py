@@ -26,6 +26,7 @@ from pyroute2 import IPRoute
 from virtkit.config import defaults
 from virtkit.config.machine import NicSpec
 from virtkit.errors import ConfigError, HostError
+from virtkit.fsutil import write_atomic
 from virtkit.network import dnsmasq, links, ns
 from virtkit.network.args import (
     DIRECT_NOTE,
@@ -39,7 +40,7 @@ from virtkit.network.args import (
 )
 from virtkit.network.nft import Nft, ruleset
 from virtkit.network.spec import DhcpHost, NetworkSpec, PortForward
-from virtkit.network.store import NetworkStore, atomic_write
+from virtkit.network.store import NetworkStore
 
 State = Literal["active", "inactive", "degraded"]
 
@@ -153,7 +154,7 @@ class NetworkManager:
     def _save_attachments(self, vm: str, items: builtins.list[Attachment]) -> None:
         f = self._nics_file(vm)
         if items:
-            atomic_write(f, json.dumps([asdict(a) for a in items], indent=2))
+            write_atomic(f, json.dumps([asdict(a) for a in items], indent=2))
         else:
             f.unlink(missing_ok=True)
 
@@ -344,8 +345,8 @@ class NetworkManager:
     def _write_dnsmasq(self, spec: NetworkSpec, restart: bool) -> None:
         paths = self._paths(spec.name)
         hosts = self._reservations(spec)
-        atomic_write(paths.hostsfile, dnsmasq.hostsfile(hosts))
-        atomic_write(paths.hostsfile.with_name("dns-hosts"), dnsmasq.dns_hosts(hosts))
+        write_atomic(paths.hostsfile, dnsmasq.hostsfile(hosts))
+        write_atomic(paths.hostsfile.with_name("dns-hosts"), dnsmasq.dns_hosts(hosts))
         conf = dnsmasq.config(spec, paths)
         pid = dnsmasq.read_pid(paths.pid, paths.conf)
         same = paths.conf.exists() and paths.conf.read_text() == conf
@@ -354,7 +355,7 @@ class NetworkManager:
             return
         if pid is not None:
             dnsmasq.stop(pid)
-        atomic_write(paths.conf, conf)
+        write_atomic(paths.conf, conf)
         paths.leases.touch()
         dnsmasq.start(paths, ns.preexec(self.netns))
 

@@ -6,30 +6,14 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from virtkit.errors import ConfigError
+from virtkit.fsutil import write_atomic
 from virtkit.network.spec import NetworkSpec, default_network
-
-
-def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)  # mkstemp's 0600 would hide dnsmasq's hosts files from it once it drops to nobody
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def spec_from_dict(data: Any, source: str) -> NetworkSpec:
@@ -54,7 +38,7 @@ class NetworkStore:
         if not marker.exists():
             if not self.path("default").exists():
                 self.save(default_network())
-            atomic_write(marker, "default network created\n")
+            write_atomic(marker, "default network created\n")
 
     def path(self, name: str) -> Path:
         return self.root / f"{name}.json"
@@ -82,7 +66,7 @@ class NetworkStore:
         return [self.load(n) for n in self.names()]
 
     def save(self, spec: NetworkSpec) -> None:
-        atomic_write(self.path(spec.name), spec.model_dump_json(indent=2, exclude_defaults=False) + "\n")
+        write_atomic(self.path(spec.name), spec.model_dump_json(indent=2, exclude_defaults=False) + "\n")
 
     def delete(self, name: str) -> None:
         self.path(name).unlink(missing_ok=True)

@@ -3,7 +3,11 @@ are named serial channels such as ``org.qemu.guest_agent.0``. Queues: receiveq/t
 control receiveq/transmitq, then receiveq/transmitq of each further port.
 
 Host-to-guest bytes wait in a bounded per-port buffer until the driver offers receive buffers; guest output
-goes to the port's ``output`` callback. Control messages the driver sends are validated like any buffer.
+goes to the port's ``output`` callback, which must not block. A port whose host side can be slow says how
+much it can take now (``room``): while it has none, transmit buffers stay available in the queue (the
+guest's writes wait, not a vCPU nor the device lock) and the host side calls ``resume_output`` when it has
+drained. Transmit work is bounded per turn like every device's, and one chain may carry at most
+``MAX_TX_CHAIN`` bytes. Control messages the driver sends are validated like any buffer.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from virtkit.memory import GuestMemory
+from virtkit.virtio.budget import Budget, Turn
 from virtkit.virtio.device import VirtioDevice
 from virtkit.virtio.queue import SplitQueue, VirtqueueError
 
@@ -31,12 +36,15 @@ QUEUE_SIZE = 128
 # what a port holds for a driver that is not reading: beyond this, host input is dropped (and counted)
 MAX_PENDING = 1 << 20
 MAX_CONTROL_PENDING = 256
+# Linux's virtio_console sends at most 32 KiB per buffer; a longer transmit chain is a driver error
+MAX_TX_CHAIN = 256 * 1024
 
 
 @dataclass
 class Port:
     name: str | None  # None: the console port
     output: Callable[[bytes], None]
+    room: Callable[[], int] | None = None  # bytes ``output`` takes now without blocking; None: no limit
     pending: bytearray = field(default_factory=bytearray)
     guest_open: bool = False
     dropped: int = 0
@@ -54,6 +62,7 @@ class Console(VirtioDevice):
     device_id = VIRTIO_ID_CONSOLE
     name = "virtio-console"
     device_features = VIRTIO_CONSOLE_F_MULTIPORT
+    budget = Budget(chains=QUEUE_SIZE, bytes=1 << 20, seconds=0.005)
 
     def __init__(self, ports: list[Port]) -> None:
         if not ports or ports[0].name is not None:
@@ -73,8 +82,12 @@ class Console(VirtioDevice):
             accepted = data[: max(0, room)]
             p.dropped += len(data) - len(accepted)
             p.pending += accepted
-            self._flush_input(port)
+            self.guarded(f"input to port {port}", lambda: self._flush_input(port))
             return len(accepted)
+
+    def resume_output(self, port: int) -> None:
+        """The port's host side drained: serve the transmit queue it held back. Thread-safe, never raises."""
+        self.notify(tx_queue(port))
 
     def port_by_name(self, name: str) -> int:
         return next(i for i, p in enumerate(self.ports) if p.name == name)
@@ -93,46 +106,57 @@ class Console(VirtioDevice):
             p.pending.clear()
             p.guest_open = False
 
-    def process(self, index: int, queue: SplitQueue, memory: GuestMemory) -> None:
+    def process(self, index: int, queue: SplitQueue, memory: GuestMemory, turn: Turn) -> bool:
         if index == CONTROL_RX:
             self._flush_control()
         elif index == CONTROL_TX:
-            self._control_messages(queue, memory)
+            return self._control_messages(queue, memory, turn)
         else:
             port = 0 if index < 2 else index // 2 - 1
             if index % 2:
-                self._transmit(port, queue, memory)
-            else:
-                self._flush_input(port)
+                return self._transmit(port, queue, memory, turn)
+            self._flush_input(port)
+        return False
 
-    def _transmit(self, port: int, queue: SplitQueue, memory: GuestMemory) -> None:
+    def _transmit(self, port: int, queue: SplitQueue, memory: GuestMemory, turn: Turn) -> bool:
         index = tx_queue(port)
-        while (chain := queue.pop(memory)) is not None:
+        p = self.ports[port]
+        while not turn.exhausted:
+            if p.room is not None and p.room() <= 0:
+                return False  # back-pressure: the buffers stay available until resume_output
+            chain = queue.pop(memory)
+            if chain is None:
+                return False
             if chain.writable:
                 raise VirtqueueError(f"{self.name}: a transmit buffer is device-writable")
+            if chain.readable_length > MAX_TX_CHAIN:
+                raise VirtqueueError(f"{self.name}: a transmit chain of {chain.readable_length} bytes")
             data = chain.read(memory)
             self.complete(index, chain.head, 0)
+            turn.spend(len(data))
             try:
-                self.ports[port].output(data)
+                p.output(data)
             except Exception:  # a broken host consumer is not the guest's fault, nor a reason to stop
                 log.exception("%s: port %d output failed", self.name, port)
+        return queue.has_available(memory)
 
     def _flush_input(self, port: int) -> None:
+        """Move held host input into the port's receive buffers: bounded by MAX_PENDING and the queue size.
+        Callers contain guest errors (``guarded`` or a turn)."""
         p = self.ports[port]
-        index = rx_queue(port)
         # Linux drops what arrives on a port no process has open: hold it until one does
-        if not p.pending or not p.guest_open or not self.activated or self.broken or self.memory is None:
+        if not p.pending or not p.guest_open:
             return
-        queue = self.queues[index]
-        try:
-            while p.pending and (chain := queue.pop(self.memory)) is not None:
-                if chain.readable:
-                    raise VirtqueueError(f"{self.name}: a receive buffer is device-readable")
-                n = chain.write(self.memory, bytes(p.pending[: chain.writable_length]))
-                del p.pending[:n]
-                self.complete(index, chain.head, n)
-        except VirtqueueError as e:
-            self.needs_reset(str(e))
+        index = rx_queue(port)
+        queue = self.served_queue(index)
+        if queue is None or self.memory is None:
+            return
+        while p.pending and (chain := queue.pop(self.memory)) is not None:
+            if chain.readable:
+                raise VirtqueueError(f"{self.name}: a receive buffer is device-readable")
+            n = chain.write(self.memory, bytes(p.pending[: chain.writable_length]))
+            del p.pending[:n]
+            self.complete(index, chain.head, n)
 
     # --- control -------------------------------------------------------------------------------------------
 
@@ -142,24 +166,26 @@ class Console(VirtioDevice):
         self._flush_control()
 
     def _flush_control(self) -> None:
-        if not self.activated or self.broken or self.memory is None:
+        queue = self.served_queue(CONTROL_RX)
+        if queue is None or self.memory is None:
             return
-        queue = self.queues[CONTROL_RX]
         while self._control_out and (chain := queue.pop(self.memory)) is not None:
             if chain.readable:
                 raise VirtqueueError(f"{self.name}: a control receive buffer is device-readable")
             message = self._control_out.popleft()
             self.complete(CONTROL_RX, chain.head, chain.write(self.memory, message))
 
-    def _control_messages(self, queue: SplitQueue, memory: GuestMemory) -> None:
-        while (chain := queue.pop(memory)) is not None:
+    def _control_messages(self, queue: SplitQueue, memory: GuestMemory, turn: Turn) -> bool:
+        while not turn.exhausted and (chain := queue.pop(memory)) is not None:
             if chain.writable:
                 raise VirtqueueError(f"{self.name}: a control message buffer is device-writable")
             raw = chain.read(memory, _CONTROL.size)
             self.complete(CONTROL_TX, chain.head, 0)
+            turn.spend(len(raw))
             if len(raw) < _CONTROL.size:
                 raise VirtqueueError(f"{self.name}: a control message of {len(raw)} bytes")
             self._control(*_CONTROL.unpack(raw))
+        return turn.exhausted and queue.has_available(memory)
 
     def _control(self, port: int, event: int, value: int) -> None:
         if event == DEVICE_READY:

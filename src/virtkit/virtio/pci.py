@@ -1,8 +1,10 @@
 """The virtio-pci modern transport (virtio 1.2 section 4.1): one 32-bit memory BAR holding the common
 config, ISR, device config, notification area and the MSI-X table and PBA, described by vendor capabilities.
 
+This module is the composition: the capability layout, the BAR decode, the notify area and its ioeventfd
+wiring. The register file is ``common_config.CommonConfig`` and the MSI-X table is ``msix.MsixTable``.
 Interrupts go out as MSI-X messages when the driver enabled MSI-X, else through INTx (ISR bits plus a level
-line). Notifications arrive as writes to the notify area and are served synchronously by the device.
+line). Notifications arrive as writes to the notify area (or through ioeventfd) and are served by the device.
 """
 
 from __future__ import annotations
@@ -14,31 +16,37 @@ from typing import Protocol
 
 from virtkit.devices.pci.config import COMMAND_MEMORY, PciConfig
 from virtkit.devices.trigger import Trigger
+from virtkit.virtio import common_config, msix
+from virtkit.virtio.common_config import NO_VECTOR, CommonConfig
 from virtkit.virtio.device import VirtioDevice
-from virtkit.virtio.queue import SplitQueue
+from virtkit.virtio.msix import MsiSender, MsixTable
+
+__all__ = ["NO_VECTOR", "MsiSender", "NotifyWiring", "VirtioPci"]
 
 VIRTIO_VENDOR = 0x1AF4
-PCI_DEVICE_BASE = 0x1040
+PCI_DEVICE_BASE = 0x1040  # modern virtio-pci device ids are 0x1040 + the virtio device id
 CAP_VENDOR = 0x09
-CAP_MSIX = 0x11
+CAP_MSIX = msix.CAP_ID
+# virtio_pci_cap.cfg_type (4.1.4)
 COMMON_CFG, NOTIFY_CFG, ISR_CFG, DEVICE_CFG, PCI_CFG = 1, 2, 3, 4, 5
+VIRTIO_CAP_LENGTH = 16  # struct virtio_pci_cap
+COMMAND_INTX_DISABLE = 0x400
 
 # the BAR's layout
 BAR_SIZE = 0x8000
-COMMON_OFFSET, COMMON_LENGTH = 0x0000, 0x38
+COMMON_OFFSET, COMMON_LENGTH = 0x0000, common_config.LENGTH
 ISR_OFFSET, ISR_LENGTH = 0x1000, 1
 DEVICE_OFFSET, DEVICE_LENGTH = 0x2000, 0x1000
 NOTIFY_OFFSET, NOTIFY_LENGTH = 0x3000, 0x1000
 NOTIFY_MULTIPLIER = 4
 MSIX_TABLE_OFFSET = 0x4000
 MSIX_PBA_OFFSET = 0x6000
-NO_VECTOR = 0xFFFF
 ISR_QUEUE, ISR_CONFIG = 1, 2
+ACCESS_SIZES = (1, 2, 4, 8)
 
 # PCI class codes per device type (QEMU's choices)
 CLASS_CODES = {3: 0x078000, 4: 0xFF0000}
-
-MsiSender = Callable[[int, int], None]  # (address, data)
+DEFAULT_CLASS = 0xFF0000
 
 
 class NotifyWiring(Protocol):
@@ -49,33 +57,15 @@ class NotifyWiring(Protocol):
     def unregister(self, address: int) -> None: ...
 
 
-# common config fields: offset -> (size, name)
-_COMMON = {
-    0x00: (4, "device_feature_select"),
-    0x04: (4, "device_feature"),
-    0x08: (4, "driver_feature_select"),
-    0x0C: (4, "driver_feature"),
-    0x10: (2, "config_msix_vector"),
-    0x12: (2, "num_queues"),
-    0x14: (1, "device_status"),
-    0x15: (1, "config_generation"),
-    0x16: (2, "queue_select"),
-    0x18: (2, "queue_size"),
-    0x1A: (2, "queue_msix_vector"),
-    0x1C: (2, "queue_enable"),
-    0x1E: (2, "queue_notify_off"),
-    0x20: (4, "queue_desc_lo"),
-    0x24: (4, "queue_desc_hi"),
-    0x28: (4, "queue_driver_lo"),
-    0x2C: (4, "queue_driver_hi"),
-    0x30: (4, "queue_device_lo"),
-    0x34: (4, "queue_device_hi"),
-}
-
-
-def _virtio_cap(cfg_type: int, offset: int, length: int, extra: bytes = b"") -> bytes:
+def _virtio_cap(cfg_type: int, offset: int, length: int, extra: bytes = b"", bar: int = 0) -> bytes:
     """struct virtio_pci_cap without its first two bytes (cap_vndr, cap_next)."""
-    return struct.pack("<BBBB2xII", 16 + len(extra), cfg_type, 0, 0, offset, length) + extra
+    return struct.pack("<BBBB2xII", VIRTIO_CAP_LENGTH + len(extra), cfg_type, bar, 0, offset, length) + extra
+
+
+# VIRTIO_PCI_CAP_PCI_CFG (4.1.4.9): bar, offset and length are the driver's to write, pci_cfg_data is the access
+_PCI_CFG_WRITABLE = bytes(2) + b"\xff" + bytes(3) + b"\xff" * 8 + bytes(4)
+# offsets inside struct virtio_pci_cap (from cap_vndr) and virtio_pci_cfg_cap
+_CAP_BAR, _CAP_OFFSET, _PCI_CFG_DATA = 4, 8, 16
 
 
 class VirtioPci:
@@ -84,12 +74,11 @@ class VirtioPci:
     def __init__(self, device: VirtioDevice, bar_address: int, send_msi: MsiSender, intx: Trigger,
                  intx_line: int, wiring: NotifyWiring | None = None) -> None:  # fmt: skip
         self.device = device
-        self.send_msi = send_msi
         self.intx = intx
-        self.vectors = len(device.queues) + 1
+        self.vectors = len(device.queues) + 1  # one per queue and one for config changes
         pci_id = PCI_DEVICE_BASE + device.device_id
-        self.config = PciConfig(VIRTIO_VENDOR, pci_id, CLASS_CODES.get(device.device_id, 0xFF0000), revision=1,
-                                subsystem=(VIRTIO_VENDOR, pci_id))  # fmt: skip
+        self.config = PciConfig(VIRTIO_VENDOR, pci_id, CLASS_CODES.get(device.device_id, DEFAULT_CLASS),
+                                revision=1, subsystem=(VIRTIO_VENDOR, pci_id))  # fmt: skip
         self.config.add_bar(0, BAR_SIZE, bar_address)
         self.config.set_interrupt_pin(1, intx_line)
         self.config.add_capability(CAP_VENDOR, _virtio_cap(COMMON_CFG, COMMON_OFFSET, COMMON_LENGTH))
@@ -97,24 +86,15 @@ class VirtioPci:
         self.config.add_capability(CAP_VENDOR, _virtio_cap(DEVICE_CFG, DEVICE_OFFSET, DEVICE_LENGTH))
         self.config.add_capability(CAP_VENDOR, _virtio_cap(NOTIFY_CFG, NOTIFY_OFFSET, NOTIFY_LENGTH,
                                                            struct.pack("<I", NOTIFY_MULTIPLIER)))  # fmt: skip
-        # VIRTIO_PCI_CAP_PCI_CFG (4.1.4.9): a window into the BAR through config space; bar, offset and length
-        # are the driver's to write, pci_cfg_data is the access
-        cfg_cap = _virtio_cap(PCI_CFG, 0, 0, bytes(4))
-        self.cfg_cap = self.config.add_capability(
-            CAP_VENDOR, cfg_cap, writable=bytes(2) + b"\xff" + bytes(3) + b"\xff" * 8 + bytes(4)
+        self.cfg_cap = self.config.add_capability(CAP_VENDOR, _virtio_cap(PCI_CFG, 0, 0, bytes(4)),
+                                                  writable=_PCI_CFG_WRITABLE)  # fmt: skip
+        self.config.window = (self.cfg_cap + _PCI_CFG_DATA, self._cfg_window_read, self._cfg_window_write)
+        self.msix = MsixTable(self.vectors, send_msi, self._msix_control)
+        self.msix_cap = self.config.add_capability(
+            CAP_MSIX, self.msix.capability(MSIX_TABLE_OFFSET, MSIX_PBA_OFFSET), writable=msix.CAP_WRITABLE
         )
-        self.config.window = (self.cfg_cap + 16, self._cfg_window_read, self._cfg_window_write)
-        msix_body = struct.pack("<HII", self.vectors - 1, MSIX_TABLE_OFFSET, MSIX_PBA_OFFSET)
-        self.msix_cap = self.config.add_capability(CAP_MSIX, msix_body, writable=b"\x00\xc0" + bytes(8))
-        self.msix_table = bytearray(16 * self.vectors)
-        for v in range(self.vectors):
-            self.msix_table[16 * v + 12] = 1  # masked at reset
-        self.pending = [False] * self.vectors
         self.isr = 0
-        self.device_feature_select = 0
-        self.driver_feature_select = 0
-        self.queue_select = 0
-        self.config_msix_vector = NO_VECTOR
+        self.common = CommonConfig(device, self.vectors, self._reset)
         device.interrupt = _Interrupt(self)
         self.wiring = wiring
         self._wired: set[int] = set()
@@ -124,10 +104,10 @@ class VirtioPci:
 
     def _cfg_window(self) -> tuple[int, int] | None:
         bar, offset, length = (
-            self.config.data[self.cfg_cap + 4],
-            *struct.unpack_from("<II", self.config.data, self.cfg_cap + 8),
+            self.config.data[self.cfg_cap + _CAP_BAR],
+            *struct.unpack_from("<II", self.config.data, self.cfg_cap + _CAP_OFFSET),
         )
-        if bar != 0 or length not in (1, 2, 4) or offset + length > BAR_SIZE:
+        if bar != 0 or length not in (1, 2, 4) or offset + length > BAR_SIZE:  # 4.1.4.9.1
             return None
         return offset, length
 
@@ -143,8 +123,8 @@ class VirtioPci:
     def _config_changed(self) -> None:
         self._rewire()
         with self.device.lock:  # clearing the function mask delivers what it held back
-            if self.msix_enabled:
-                self._deliver_pending()
+            if self.msix.enabled:
+                self.msix.deliver_pending()
 
     # --- ioeventfd --------------------------------------------------------------------------------------
 
@@ -179,56 +159,43 @@ class VirtioPci:
 
     @property
     def msix_enabled(self) -> bool:
-        return bool(self._msix_control() & 0x8000)
+        return self.msix.enabled
 
     def signal(self, vector: int, isr_bit: int) -> None:
-        if self.msix_enabled:
-            self._msix(vector)
+        if self.msix.enabled:
+            self.msix.signal(vector)
         else:
             self.isr |= isr_bit
-            if not self.config.command & 0x400:  # INTx disable
+            if not self.config.command & COMMAND_INTX_DISABLE:
                 self.intx.set_level(True)
 
-    def _msix(self, vector: int) -> None:
-        if vector >= self.vectors:
-            return  # NO_VECTOR (or nonsense): the driver asked for no interrupt
-        masked = self._msix_control() & 0x4000 or self.msix_table[16 * vector + 12] & 1
-        if masked:
-            self.pending[vector] = True
-            return
-        self.pending[vector] = False
-        address, data = struct.unpack_from("<QI", self.msix_table, 16 * vector)
-        self.send_msi(address, data)
-
-    def _deliver_pending(self) -> None:
-        for vector, pending in enumerate(self.pending):
-            if pending:
-                self._msix(vector)
+    def _reset(self) -> None:
+        """The transport's part of a device reset."""
+        self.isr = 0
+        self.intx.set_level(False)
 
     # --- the BAR -------------------------------------------------------------------------------------------
 
     def bar_read(self, bar: int, offset: int, size: int) -> bytes:
-        if size not in (1, 2, 4, 8):
+        if size not in ACCESS_SIZES:
             return b"\xff" * size
         with self.device.lock:
             if COMMON_OFFSET <= offset < COMMON_OFFSET + COMMON_LENGTH:
-                return self._common_read(offset - COMMON_OFFSET, size)
+                return self.common.read(offset - COMMON_OFFSET, size)
             if offset == ISR_OFFSET:
                 value, self.isr = self.isr, 0  # reading the ISR acknowledges and deasserts INTx
                 self.intx.set_level(False)
                 return bytes([value]) + bytes(size - 1)
             if DEVICE_OFFSET <= offset < DEVICE_OFFSET + DEVICE_LENGTH:
                 return self.device.read_config(offset - DEVICE_OFFSET, size)
-            if MSIX_TABLE_OFFSET <= offset < MSIX_TABLE_OFFSET + len(self.msix_table):
-                o = offset - MSIX_TABLE_OFFSET
-                return bytes(self.msix_table[o : o + size]).ljust(size, b"\0")
-            if MSIX_PBA_OFFSET <= offset < MSIX_PBA_OFFSET + 8:
-                bits = sum(1 << v for v, p in enumerate(self.pending) if p)
-                return bits.to_bytes(8, "little")[offset - MSIX_PBA_OFFSET :][:size].ljust(size, b"\0")
+            if MSIX_TABLE_OFFSET <= offset < MSIX_TABLE_OFFSET + len(self.msix.table):
+                return self.msix.read_table(offset - MSIX_TABLE_OFFSET, size)
+            if MSIX_PBA_OFFSET <= offset < MSIX_PBA_OFFSET + msix.PBA_LENGTH:
+                return self.msix.read_pba(offset - MSIX_PBA_OFFSET, size)
             return bytes(size)
 
     def bar_write(self, bar: int, offset: int, data: bytes) -> None:
-        if len(data) not in (1, 2, 4, 8):
+        if len(data) not in ACCESS_SIZES:
             return
         if NOTIFY_OFFSET <= offset < NOTIFY_OFFSET + NOTIFY_LENGTH:
             # queue_notify_off is the queue index, so the offset names the queue
@@ -236,129 +203,11 @@ class VirtioPci:
             return
         with self.device.lock:
             if COMMON_OFFSET <= offset < COMMON_OFFSET + COMMON_LENGTH:
-                self._common_write(offset - COMMON_OFFSET, data)
+                self.common.write(offset - COMMON_OFFSET, data)
             elif DEVICE_OFFSET <= offset < DEVICE_OFFSET + DEVICE_LENGTH:
                 self.device.write_config(offset - DEVICE_OFFSET, data)
-            elif MSIX_TABLE_OFFSET <= offset < MSIX_TABLE_OFFSET + len(self.msix_table):
-                o = offset - MSIX_TABLE_OFFSET
-                n = min(len(data), len(self.msix_table) - o)
-                self.msix_table[o : o + n] = data[:n]
-                self._deliver_pending()
-
-    # --- the common configuration structure -------------------------------------------------------------
-
-    def _queue(self) -> SplitQueue | None:
-        queues = self.device.queues
-        return queues[self.queue_select] if self.queue_select < len(queues) else None
-
-    def _get(self, name: str) -> int:
-        d, q = self.device, self._queue()
-        match name:
-            case "device_feature_select":
-                return self.device_feature_select
-            case "device_feature":
-                return (
-                    (d.features >> (32 * self.device_feature_select)) & 0xFFFFFFFF
-                    if self.device_feature_select < 2
-                    else 0
-                )
-            case "driver_feature_select":
-                return self.driver_feature_select
-            case "driver_feature":
-                return (
-                    (d.driver_features >> (32 * self.driver_feature_select)) & 0xFFFFFFFF
-                    if self.driver_feature_select < 2
-                    else 0
-                )
-            case "config_msix_vector":
-                return self.config_msix_vector
-            case "num_queues":
-                return len(d.queues)
-            case "device_status":
-                return d.status
-            case "config_generation":
-                return d.config_generation
-            case "queue_select":
-                return self.queue_select
-        if q is None:
-            return 0
-        match name:
-            case "queue_size":
-                return q.size
-            case "queue_msix_vector":
-                return q.msix_vector
-            case "queue_enable":
-                return int(q.ready)
-            case "queue_notify_off":
-                return self.queue_select
-            case "queue_desc_lo" | "queue_driver_lo" | "queue_device_lo":
-                return int(getattr(q, _ADDR[name[:-3]])) & 0xFFFFFFFF
-            case "queue_desc_hi" | "queue_driver_hi" | "queue_device_hi":
-                return int(getattr(q, _ADDR[name[:-3]])) >> 32
-        return 0
-
-    def _set(self, name: str, value: int) -> None:
-        d, q = self.device, self._queue()
-        match name:
-            case "device_feature_select":
-                self.device_feature_select = value
-            case "driver_feature_select":
-                self.driver_feature_select = value
-            case "driver_feature":
-                if self.driver_feature_select < 2:
-                    shift = 32 * self.driver_feature_select
-                    d.accept_features((d.driver_features & ~(0xFFFFFFFF << shift)) | (value << shift))
-            case "config_msix_vector":
-                self.config_msix_vector = value if value < self.vectors else NO_VECTOR
-            case "device_status":
-                d.set_status(value)
-                if value == 0:
-                    self._reset()
-            case "queue_select":
-                self.queue_select = value
-        # queue fields are frozen once the queue is enabled (4.1.4.3.2) and before FEATURES_OK is pointless
-        if q is None or q.ready or d.status & 0x04:
-            return
-        match name:
-            case "queue_size":
-                q.size = value
-            case "queue_msix_vector":
-                q.msix_vector = value if value < self.vectors else NO_VECTOR
-            case "queue_enable":
-                if value == 1:
-                    q.ready = True
-            case "queue_desc_lo" | "queue_driver_lo" | "queue_device_lo":
-                attr = _ADDR[name[:-3]]
-                setattr(q, attr, (getattr(q, attr) & ~0xFFFFFFFF) | value)
-            case "queue_desc_hi" | "queue_driver_hi" | "queue_device_hi":
-                attr = _ADDR[name[:-3]]
-                setattr(q, attr, (getattr(q, attr) & 0xFFFFFFFF) | (value << 32))
-
-    def _reset(self) -> None:
-        self.isr = 0
-        self.intx.set_level(False)
-        self.config_msix_vector = NO_VECTOR
-        self.queue_select = 0
-
-    def _common_read(self, offset: int, size: int) -> bytes:
-        out = bytearray(size)
-        for field_offset, (field_size, name) in _COMMON.items():
-            lo, hi = max(offset, field_offset), min(offset + size, field_offset + field_size)
-            if lo < hi:
-                value = self._get(name).to_bytes(8, "little")[:field_size]
-                out[lo - offset : hi - offset] = value[lo - field_offset : hi - field_offset]
-        return bytes(out)
-
-    def _common_write(self, offset: int, data: bytes) -> None:
-        for field_offset, (field_size, name) in _COMMON.items():
-            lo, hi = max(offset, field_offset), min(offset + len(data), field_offset + field_size)
-            if lo < hi:
-                current = bytearray(self._get(name).to_bytes(8, "little")[:field_size])
-                current[lo - field_offset : hi - field_offset] = data[lo - offset : hi - offset]
-                self._set(name, int.from_bytes(current, "little"))
-
-
-_ADDR = {"queue_desc": "desc_table", "queue_driver": "avail_ring", "queue_device": "used_ring"}
+            elif MSIX_TABLE_OFFSET <= offset < MSIX_TABLE_OFFSET + len(self.msix.table):
+                self.msix.write_table(offset - MSIX_TABLE_OFFSET, data)
 
 
 class _Interrupt:
@@ -371,4 +220,4 @@ class _Interrupt:
         self._t.signal(self._t.device.queues[index].msix_vector, ISR_QUEUE)
 
     def config(self) -> None:
-        self._t.signal(self._t.config_msix_vector, ISR_CONFIG)
+        self._t.signal(self._t.common.config_msix_vector, ISR_CONFIG)

@@ -201,7 +201,10 @@ class SplitQueue:
     def push(self, memory: GuestMemory, head: int, written: int) -> None:
         """Return chain ``head`` to the driver with ``written`` bytes written into it."""
         slot = self.next_used % self.size
-        memory.write(self.used_ring + 4 + 8 * slot, struct.pack("<II", head, written))
+        try:
+            memory.write(self.used_ring + 4 + 8 * slot, struct.pack("<II", head, written))
+        except GuestMemoryError as e:
+            raise VirtqueueError(str(e)) from e
         self.next_used = (self.next_used + 1) & 0xFFFF
         # the element must be visible before the index: Python's writes to the mapping are in program order
         # and x86 keeps stores ordered, so no fence is needed here

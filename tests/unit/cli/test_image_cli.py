@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from virtkit import images
 from virtkit.cli import image as image_cli
 from virtkit.errors import ImageError
 from virtkit.images import Image, store
@@ -68,7 +69,7 @@ def test_build_passes_options_and_prints(home: Path, monkeypatch: pytest.MonkeyP
         seen.update(name=name, kernel_package=kernel_package, force=force)
         return img
 
-    monkeypatch.setattr(image_cli, "build_image", fake_build)
+    monkeypatch.setattr(images, "build_image", fake_build)
     res = runner.invoke(image_cli.app, ["build", "--kernel-package", "linux-image-amd64", "--force", "--json"])
     assert res.exit_code == 0, res.output
     assert seen == {"name": "tiny", "kernel_package": "linux-image-amd64", "force": True}
@@ -79,7 +80,7 @@ def test_build_error_is_one_line_with_fix(home: Path, monkeypatch: pytest.Monkey
     def fail(name: str, **kw: object) -> Image:
         raise ImageError(f"unknown image {name!r}", hint="known images: tiny")
 
-    monkeypatch.setattr(image_cli, "build_image", fail)
+    monkeypatch.setattr(images, "build_image", fail)
     res = runner.invoke(image_cli.app, ["build", "huge"])
     assert res.exit_code == 125
     assert "unknown image 'huge'" in res.output and "fix: known images: tiny" in res.output

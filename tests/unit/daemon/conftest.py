@@ -1,14 +1,11 @@
 from __future__ import annotations
 
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from daemon_harness import FAKE, Daemon, running_daemon
+from tests.support.daemon import Daemon, running_daemon
 
 
 @pytest.fixture
@@ -20,5 +17,5 @@ def home() -> Iterator[Path]:
 
 @pytest.fixture
 def daemon(home: Path) -> Iterator[Daemon]:
-    with running_daemon(home, FAKE) as d:
+    with running_daemon(home, fake=True) as d:
         yield d

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.support.daemon import Daemon, running_daemon
 
-from daemon_harness import FAKE, Daemon, running_daemon
 from virtkit.client import ApiError, Client
 from virtkit.daemon import cgroups
 
@@ -113,7 +113,7 @@ def _free_port() -> int:
 
 def test_tcp_needs_the_token(home: Path) -> None:
     port = _free_port()
-    with running_daemon(home, FAKE, tcp=f"127.0.0.1:{port}") as d:
+    with running_daemon(home, fake=True, tcp=f"127.0.0.1:{port}") as d:
         token = (home / "token").read_text().strip()
         url = f"http://127.0.0.1:{port}"
         assert httpx.get(url + "/v1/domains").status_code == 401
@@ -278,6 +278,15 @@ def test_disk_snapshots(daemon: Daemon, tmp_path: Path) -> None:
     assert c.snapshot_revert("sn", "s1").state == "shut off"
     c.snapshot_delete("sn", "s1")
     assert [x.name for x in c.snapshot_list("sn")] == ["s2"]
+
+
+def test_a_snapshot_of_a_missing_disk_is_a_clear_400(daemon: Daemon, tmp_path: Path) -> None:
+    c = daemon.client()
+    c.define({"name": "nodisk", "image": "tiny", "disks": [{"path": str(tmp_path / "gone.raw")}]})
+    with pytest.raises(ApiError) as e:
+        c.snapshot_create("nodisk", "s1")
+    assert e.value.status == 400 and "disks.0.path" in str(e.value) and "does not exist" in str(e.value)
+    assert c.snapshot_list("nodisk") == []
 
 
 def test_openapi_document(daemon: Daemon) -> None:

@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from daemon_harness import FAKE, SRC, Daemon
+from tests.support.daemon import SRC, Daemon
+
+from virtkit.network.store import NetworkStore
 
 
 class Result:
@@ -26,7 +28,7 @@ def vk(d: Daemon | Path, *args: str, env: dict[str, str] | None = None) -> Resul
 
     home = d.home if isinstance(d, Daemon) else d
     e = {"VIRTKIT_HOME": str(home), "VIRTKIT_SOCKET": str(home / "virtkitd.sock"), "COLUMNS": "200",
-         "VIRTKIT_NO_DAEMON_AUTOSTART": "1", "VIRTKIT_NO_NETWORKS": "1", **(env or {})}
+         "VIRTKIT_NO_DAEMON_AUTOSTART": "1", **(env or {})}
     r = CliRunner().invoke(app, list(args), env=e)
     if r.exception is not None and not isinstance(r.exception, SystemExit):
         raise r.exception
@@ -36,7 +38,7 @@ def vk(d: Daemon | Path, *args: str, env: dict[str, str] | None = None) -> Resul
 def vk_process(d: Daemon | Path, *args: str, env: dict[str, str] | None = None) -> Result:
     """Run the CLI as a separate process, exactly as a user does."""
     home = d.home if isinstance(d, Daemon) else d
-    e = {**os.environ, **FAKE, "PYTHONPATH": str(SRC), "VIRTKIT_HOME": str(home),
+    e = {**os.environ, "PYTHONPATH": str(SRC), "VIRTKIT_HOME": str(home),
          "VIRTKIT_SOCKET": str(home / "virtkitd.sock"), "COLUMNS": "200", **(env or {})}
     if isinstance(d, Daemon):
         e["VIRTKIT_CGROUP_PARENT"] = d.cgroup_parent
@@ -109,6 +111,9 @@ def test_launch_and_snapshots(daemon: Daemon) -> None:
 def test_unreachable_daemon_and_start_on_demand(home: Path) -> None:
     r = vk_process(home, "list", env={"VIRTKIT_NO_DAEMON_AUTOSTART": "1"})
     assert r.returncode == 5 and "not answering" in r.stderr
+    # The daemon started on demand is the shipped one, with its networks: leave it none to start here (the
+    # autostart "default" network would put a bridge and NAT rules on this host).
+    NetworkStore(home / "networks").delete("default")
     r = vk_process(home, "list", "--all", "--json")
     try:
         assert r.returncode == 0, r.stderr

@@ -5,17 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from virtkit.daemon.domain import (
-    Action,
-    DomainState,
-    TransitionError,
-    check_transition,
-    load_spec_file,
-    parse_mib,
-    parse_spec_text,
-    validate_spec,
-)
+from virtkit.daemon.domain import Action, DomainState, TransitionError, check_transition
 from virtkit.errors import ConfigError
+from virtkit.spec.domain import load_spec_file, parse_mib, parse_spec_text, validate_spec
 
 TOML = """
 name = "web1"

@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from daemon_harness import FAKE, running_daemon
+from tests.support.daemon import running_daemon
 
 
 @pytest.mark.timeout(900)
@@ -26,7 +25,7 @@ def test_no_server_errors(home: Path, tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with running_daemon(home, FAKE, tcp=f"127.0.0.1:{port}") as d:
+    with running_daemon(home, fake=True, tcp=f"127.0.0.1:{port}") as d:
         c = d.client()
         c.define({"name": "st1", "image": "tiny"})
         c.start("st1")

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support import fake_daemon
+from tests.support.daemon import PYTHONPATH
 
-from daemon_harness import FAKE
 from virtkit.config.machine import NicSpec
 from virtkit.daemon.domain import validate_spec
 from virtkit.daemon.service import Service
@@ -36,13 +37,13 @@ class RecordingNetworks:
 
 
 def test_nics_are_attached_at_start_and_detached_at_stop(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for k, v in FAKE.items():
-        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("PYTHONPATH", PYTHONPATH)  # the supervisor imports the fake engine from tests.support
     monkeypatch.setenv("VIRTKIT_HOME", str(home))
     monkeypatch.setenv("VIRTKIT_CGROUP_PARENT", f"virtkit-test-svc-{home.name}")
-    svc = Service(home, use_cgroups=False, use_networks=True)
     nets = RecordingNetworks()
-    svc._nm, svc._nm_loaded = nets, True
+    svc = Service(
+        home, engine_factory=fake_daemon.ENGINE, use_cgroups=False, networks=nets, images=fake_daemon.fake_boot_image
+    )
     svc.recover(autostart=True)
     assert nets.calls[:2] == [("adopt",), ("autostart_all",)]
     svc.define(validate_spec({"name": "n1", "image": "tiny", "nics": ["default", "user"]}))

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from virtkit.config.defaults import stable_mac
 from virtkit.config.machine import BootSpec, DiskSpec, MachineSpec, NicSpec
 from virtkit.engines.base import Technique
-from virtkit.engines.qemu import QemuEngine, stable_mac
+from virtkit.engines.qemu import QemuEngine
 from virtkit.errors import ConfigError, HostError
 from virtkit.host.probe import HostReport
 
@@ -29,7 +30,7 @@ def report(hardware: bool) -> HostReport:
 def spec(**kw: object) -> MachineSpec:
     base: dict[str, object] = {"name": "vm1", "boot": BootSpec(kernel=Path("/k"), initrd=Path("/i"))}
     base.update(kw)
-    return MachineSpec.model_validate(base)
+    return MachineSpec(**base)  # type: ignore[arg-type]
 
 
 def test_tcg_on_pvm_host_and_agent_channel(tmp_path: Path) -> None:

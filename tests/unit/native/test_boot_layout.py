@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from guestkernels import make_bzimage, make_pvh_elf
+from tests.support.memory import bytearray_memory
 
 from virtkit.arch.x86_64 import layout
 from virtkit.arch.x86_64.boot_params import build_zero_page
@@ -20,9 +21,8 @@ from virtkit.arch.x86_64.loader import (
     read_kernel,
     write_boot_info,
 )
-from virtkit.arch.x86_64.pvh import START_INFO_MAGIC, build_start_info, parse_pvh_elf
+from virtkit.arch.x86_64.pvh import START_INFO_MAGIC, build_start_info, has_pvh_entry, parse_pvh_elf
 from virtkit.errors import ConfigError
-from virtkit.memory import GuestMemory
 
 GOLDEN = Path(__file__).parent / "golden"
 MIB = 1 << 20
@@ -87,7 +87,7 @@ def test_start_info_golden() -> None:
 
 
 def test_bzimage_boot_writes_zero_page_cmdline_tables_and_enters_at_startup_64() -> None:
-    mem = GuestMemory.for_tests(layout.ram_layout(64 * MIB))
+    mem = bytearray_memory(layout.ram_layout(64 * MIB))
     kernel = parse_bzimage(make_bzimage(b"\xf4" * 0x400, init_size=0x8000))
     load_kernel(mem, kernel)
     initrd = place_initrd(mem, kernel, b"INITRD" * 100)
@@ -105,7 +105,7 @@ def test_bzimage_boot_writes_zero_page_cmdline_tables_and_enters_at_startup_64()
 
 
 def test_bzimage_without_64_bit_entry_uses_the_32_bit_protocol() -> None:
-    mem = GuestMemory.for_tests(layout.ram_layout(64 * MIB))
+    mem = bytearray_memory(layout.ram_layout(64 * MIB))
     kernel = parse_bzimage(make_bzimage(b"\xf4" * 0x400, xloadflags=0))
     entry = write_boot_info(mem, kernel, b"\0", None, e820_map(layout.ram_layout(64 * MIB)))
     assert (entry.rip, entry.long_mode, entry.rsi) == (0x100000, False, layout.ZERO_PAGE)
@@ -113,7 +113,7 @@ def test_bzimage_without_64_bit_entry_uses_the_32_bit_protocol() -> None:
 
 
 def test_pvh_boot_loads_segments_writes_start_info_and_enters_with_ebx() -> None:
-    mem = GuestMemory.for_tests(layout.ram_layout(64 * MIB))
+    mem = bytearray_memory(layout.ram_layout(64 * MIB))
     kernel = parse_pvh_elf(make_pvh_elf(b"\xf4" * 32, entry=0x100010, bss=0x100))
     mem.write(0x100020, b"\xff" * 0x100)  # the bss must come out zeroed
     load_kernel(mem, kernel)
@@ -136,11 +136,11 @@ def test_command_line_over_the_kernel_limit_is_refused() -> None:
 
 
 def test_initrd_larger_than_ram_is_refused() -> None:
-    mem = GuestMemory.for_tests(layout.ram_layout(32 * MIB))
+    mem = bytearray_memory(layout.ram_layout(32 * MIB))
     kernel = parse_bzimage(make_bzimage(b"\x90" * 0x400))
     with pytest.raises(ConfigError, match="does not fit") as err:
         place_initrd(mem, kernel, bytes(40 * MIB))
-    assert "--memory-mib" in (err.value.hint or "")
+    assert "--memory" in (err.value.hint or "")
 
 
 @pytest.mark.parametrize(
@@ -183,6 +183,12 @@ def test_damaged_bzimage_headers_are_refused() -> None:
         parse_bzimage(bytes(good[:0x600]))
 
 
+def test_pvh_entry_is_detected_without_loading_the_kernel() -> None:
+    assert has_pvh_entry(make_pvh_elf(b"\x90", entry=0x100000))
+    assert not has_pvh_entry(make_pvh_elf(b"\x90", note=False))
+    assert not has_pvh_entry(b"\x7fELF damaged")
+
+
 def test_pvh_note_with_a_32_bit_descriptor() -> None:
     assert parse_pvh_elf(make_pvh_elf(b"\x90" * 8, entry=0x100004, desc_size=4)).entry == 0x100004
 
@@ -194,7 +200,7 @@ def test_a_relocatable_kernel_needs_room_at_its_preferred_address() -> None:
     raw[0x234] = 1
     kernel = parse_bzimage(bytes(raw))
     assert kernel.memory_end == 0x1000000 + 0x2000000  # decompressed at 16 MiB
-    mem = GuestMemory.for_tests(layout.ram_layout(64 * MIB))
+    mem = bytearray_memory(layout.ram_layout(64 * MIB))
     with pytest.raises(ConfigError, match="does not fit"):
         place_initrd(mem, kernel, bytes(17 * MIB))  # would overlap the decompressed kernel
     assert place_initrd(mem, kernel, bytes(15 * MIB))[0] >= 48 * MIB

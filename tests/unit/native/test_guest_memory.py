@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import pytest
+from tests.support.memory import bytearray_memory
 
 from virtkit.memory import GuestMemory, GuestMemoryError
 
 
 def test_reads_and_writes_by_guest_address_across_regions() -> None:
-    mem = GuestMemory.for_tests([(0, 0x1000), (0x10000, 0x1000)])
+    mem = bytearray_memory([(0, 0x1000), (0x10000, 0x1000)])
     mem.write_u32(0xFFC, 0xDEADBEEF)
     mem.write_u64(0x10008, 0x0123456789ABCDEF)
     assert mem.read_u32(0xFFC) == 0xDEADBEEF
@@ -16,14 +17,14 @@ def test_reads_and_writes_by_guest_address_across_regions() -> None:
 
 @pytest.mark.parametrize(("address", "length"), [(0xFFE, 4), (0x1000, 1), (0x10FFF, 2), (-1, 1), (0x20000, 0)])
 def test_ranges_not_inside_one_region_are_refused(address: int, length: int) -> None:
-    mem = GuestMemory.for_tests([(0, 0x1000), (0x10000, 0x1000)])
+    mem = bytearray_memory([(0, 0x1000), (0x10000, 0x1000)])
     with pytest.raises(GuestMemoryError):
         mem.read(address, length)
     assert not mem.contains(address, length)
 
 
 def test_views_write_through() -> None:
-    mem = GuestMemory.for_tests([(0, 0x100)])
+    mem = bytearray_memory([(0, 0x100)])
     view = mem.view(0x10, 4)
     view[:] = b"abcd"
     assert mem.read(0x10, 4) == b"abcd"
@@ -31,7 +32,7 @@ def test_views_write_through() -> None:
 
 def test_overlapping_regions_are_refused() -> None:
     with pytest.raises(ValueError, match="overlap"):
-        GuestMemory.for_tests([(0, 0x2000), (0x1000, 0x1000)])
+        bytearray_memory([(0, 0x2000), (0x1000, 0x1000)])
 
 
 def test_anonymous_memory_has_host_addresses_and_closes() -> None:

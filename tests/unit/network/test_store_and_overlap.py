@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import stat
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from virtkit.errors import ConfigError
 from virtkit.network.links import Route, overlapping
 from virtkit.network.manager import NetworkManager
 from virtkit.network.spec import NetworkSpec
-from virtkit.network.store import NetworkStore, atomic_write
+from virtkit.network.store import NetworkStore
 
 
 def test_default_is_created_once(tmp_path: Path) -> None:
@@ -31,14 +30,6 @@ def test_load_errors_name_the_file_and_field(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text(json.dumps({"name": "bad", "mode": "nat", "bridge": "b 1"}))
     with pytest.raises(ConfigError, match=r"bad.json: bridge: 'b 1' is not a valid interface name"):
         s.load("bad")
-
-
-def test_atomic_write_leaves_no_temp_and_is_readable(tmp_path: Path) -> None:
-    p = tmp_path / "d" / "f.json"
-    atomic_write(p, "x")
-    atomic_write(p, "y")
-    assert p.read_text() == "y" and [q.name for q in p.parent.iterdir()] == ["f.json"]
-    assert stat.S_IMODE(p.stat().st_mode) == 0o644
 
 
 def test_define_refuses_overlaps_and_shared_bridges(tmp_path: Path) -> None:

@@ -64,7 +64,7 @@ class Machine:
         if msix:
             cap = self.fn.msix_cap
             self.cfg_write(self.slot, cap + 2, 0x8000, 2)
-            self.fn.msix_table[0:16] = struct.pack("<QII", 0xFEE00000, 0x41, 0)
+            self.fn.msix.table[0:16] = struct.pack("<QII", 0xFEE00000, 0x41, 0)
         common = self.caps()[pci.COMMON_CFG][1]
         self.w(common + 0x14, 0, 1)
         self.w(common + 0x14, vd.ACKNOWLEDGE | vd.DRIVER, 1)
@@ -124,7 +124,7 @@ def test_rng_round_trip_with_msix() -> None:
 def test_masked_vector_is_pending_until_unmasked() -> None:
     m = Machine()
     d = m.bring_up()
-    m.fn.msix_table[12] = 1
+    m.fn.msix.table[12] = 1
     d.offer(d.chain([], [8])[0])
     m.notify()
     assert m.msis == [] and m.r(pci.MSIX_PBA_OFFSET, 8) == 1
@@ -139,9 +139,9 @@ def test_function_mask_holds_messages_until_cleared() -> None:
     m.cfg_write(m.slot, cap + 2, 0xC000, 2)  # enabled, function masked
     d.offer(d.chain([], [8])[0])
     m.notify()
-    assert m.msis == [] and m.fn.pending[0]
+    assert m.msis == [] and m.fn.msix.pending[0]
     m.cfg_write(m.slot, cap + 2, 0x8000, 2)
-    assert m.msis == [(0xFEE00000, 0x41)] and not m.fn.pending[0]
+    assert m.msis == [(0xFEE00000, 0x41)] and not m.fn.msix.pending[0]
 
 
 def test_rng_with_intx_and_isr_acknowledge() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import struct
 
+from tests.support.memory import bytearray_memory
+
 from virtkit.memory import GuestMemory
 from virtkit.virtio.queue import VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, SplitQueue
 
@@ -13,7 +15,7 @@ STRIDE = 0x20000  # a further queue's rings and buffers: base + the same offsets
 
 
 def memory() -> GuestMemory:
-    return GuestMemory.for_tests([(0, MEMORY)])
+    return bytearray_memory([(0, MEMORY)])
 
 
 class Driver:

@@ -32,6 +32,8 @@ class BzImage:
     init_size: int
     relocatable: bool = False
     pref_address: int = LOAD_ADDRESS
+    payload_offset: int = 0  # where the compressed vmlinux sits in ``payload`` (boot protocol 2.08+)
+    payload_length: int = 0
 
     @property
     def entry64(self) -> bool:
@@ -43,6 +45,11 @@ class BzImage:
         preferred address decompresses itself to that address (``init_size`` bytes from there)."""
         start = max(LOAD_ADDRESS, self.pref_address) if self.relocatable else LOAD_ADDRESS
         return max(LOAD_ADDRESS + len(self.payload), start + self.init_size)
+
+    @property
+    def compressed_kernel(self) -> bytes:
+        """The compressed ELF vmlinux that the payload's decompressor unpacks (empty before protocol 2.08)."""
+        return self.payload[self.payload_offset : self.payload_offset + self.payload_length]
 
 
 def looks_like_bzimage(data: bytes) -> bool:
@@ -74,6 +81,7 @@ def parse_bzimage(data: bytes, name: str = "kernel") -> BzImage:
     has_pref = version >= 0x020A and header_end >= 0x264
     init_size = struct.unpack_from("<I", data, 0x260)[0] if has_pref else 0
     pref_address = struct.unpack_from("<Q", data, 0x258)[0] if has_pref else LOAD_ADDRESS
+    payload_offset, payload_length = struct.unpack_from("<II", data, 0x248) if version >= 0x0208 else (0, 0)
     return BzImage(
         header=bytes(data[HEADER_START:header_end]),
         payload=bytes(data[payload_start:]),
@@ -85,4 +93,6 @@ def parse_bzimage(data: bytes, name: str = "kernel") -> BzImage:
         init_size=init_size,
         relocatable=version >= 0x0205 and bool(data[0x234]),
         pref_address=pref_address,
+        payload_offset=payload_offset,
+        payload_length=payload_length,
     )

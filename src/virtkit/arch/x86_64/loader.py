@@ -82,7 +82,7 @@ def check_kernel_fits(kernel: Kernel, low_ram_end: int, name: str = "kernel") ->
         raise ConfigError(
             f"{name} needs guest RAM {start:#x}-{end:#x} ({(end + MIB - 1) // MIB} MiB) but the machine has "
             f"{low_ram_end // MIB} MiB below the MMIO gap",
-            hint="give the machine more memory (--memory-mib)",
+            hint="give the machine more memory (--memory)",
         )
 
 
@@ -97,7 +97,7 @@ def initrd_address(kernel: Kernel, size: int, low_ram_end: int, total_ram: int, 
         raise ConfigError(
             f"{name} is {size / MIB:.1f} MiB; it does not fit in the machine's {total_ram // MIB} MiB of RAM "
             f"above the kernel (which ends at {kernel_end / MIB:.1f} MiB)",
-            hint="give the machine more memory (--memory-mib) or use a smaller initrd",
+            hint="give the machine more memory (--memory) or use a smaller initrd",
         )
     return address
 

@@ -68,6 +68,17 @@ def _pvh_entry(elf: ELFFile) -> int | None:
     return None
 
 
+def has_pvh_entry(data: bytes) -> bool:
+    """True when the ELF carries XEN_ELFNOTE_PHYS32_ENTRY (QEMU's ``-kernel`` and our loader boot it via PVH)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        return _pvh_entry(ELFFile(io.BytesIO(data))) is not None
+    except (ELFError, struct.error, ValueError):
+        return False
+
+
 def parse_pvh_elf(data: bytes, name: str = "kernel") -> PvhKernel:
     # imported here: pyelftools costs a quarter of the VMM's start-up and bzImage boots never need it
     from elftools.common.exceptions import ELFError

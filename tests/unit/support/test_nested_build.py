@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from tests.support import nested
 
 from virtkit.errors import ImageError
-from virtkit.testing import nested
 
 
 def ko(depends: str) -> bytes:
@@ -66,7 +67,7 @@ def test_l2_command_knows_both_engines_and_refuses_others(tmp_path: Path) -> Non
     assert "reboot=t" in nested.L2_CMDLINE and "quiet" in nested.L2_CMDLINE
     native = nested.l2_command("native", art, memory_mib=128)
     assert native[1:3] == ["-m", "virtkit.engines.native_main"]
-    assert native[native.index("--memory-mib") + 1] == "128"
+    assert json.loads(native[3])["vmm"]["memory_mib"] == 128
     with pytest.raises(ValueError, match="unknown engine 'xen'"):
         nested.l2_command("xen", art)
 

@@ -6,9 +6,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from tests.support import debs
 
 from virtkit.errors import ImageError
-from virtkit.testing import debs
 
 
 def ar(members: list[tuple[str, bytes]]) -> bytes:

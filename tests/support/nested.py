@@ -43,11 +43,12 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 
 import virtkit
+from tests.support import bzimage, debs
+from virtkit.arch.x86_64.pvh import has_pvh_entry
 from virtkit.config.defaults import image_dir, state_dir
 from virtkit.errors import EngineError, GuestTimeout, HostError, ImageError
-from virtkit.images import apt, kmod
+from virtkit.images import apt, cpio, kmod
 from virtkit.images.cpio import Entry
-from virtkit.testing import bzimage, cpio, debs
 
 __all__ = [
     "L1_OUT",
@@ -289,7 +290,7 @@ def l1_artefacts() -> BootArtefacts:
         bz = files[kernels[0]]
         (out / "vmlinuz").write_bytes(bz)
         elf = bzimage.vmlinux(bz)
-        if bzimage.has_pvh_entry(elf):  # PVH boot skips ~6 s of TCG-emulated decompression
+        if has_pvh_entry(elf):  # PVH boot skips ~6 s of TCG-emulated decompression
             (out / "vmlinux").write_bytes(elf)
         (out / "initrd.cpio").write_bytes(cpio.archive(entries))
         (out / "release").write_text(kernels[0].removeprefix("boot/vmlinuz-"))
@@ -317,7 +318,7 @@ def l2_artefacts() -> BootArtefacts:
         [(path, kernel)] = files.items()
         (out / "vmlinuz").write_bytes(kernel)
         elf = bzimage.vmlinux(kernel)
-        if bzimage.has_pvh_entry(elf):
+        if has_pvh_entry(elf):
             (out / "vmlinux").write_bytes(elf)
         (out / "initrd.cpio").write_bytes(cpio.archive(_base_entries(init, busybox)))
         (out / "release").write_text(path.removeprefix("boot/vmlinuz-"))
@@ -527,11 +528,10 @@ def l2_command(
             "-kernel", str(kernel), "-initrd", str(art.initrd), "-append", cmdline,
         ]  # fmt: skip
     if engine == "native":
-        return [
-            sys.executable, "-m", "virtkit.engines.native_main",
-            "--kernel", str(kernel), "--initrd", str(art.initrd), "--cmdline", cmdline,
-            "--memory-mib", str(memory_mib), "--on-reset", "exit",
-        ]  # fmt: skip
+        # the VMM's one JSON document, given inline (the command runs through a shell inside L1)
+        vmm = {"kernel": str(kernel), "initrd": str(art.initrd), "cmdline": cmdline, "memory_mib": memory_mib,
+               "on_reset": "exit"}  # fmt: skip
+        return [sys.executable, "-m", "virtkit.engines.native_main", json.dumps({"vmm": vmm})]
     raise ValueError(f"unknown engine {engine!r} (use 'qemu' or 'native')")
 
 

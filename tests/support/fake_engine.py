@@ -2,7 +2,7 @@
 
 Its "engine process" is a real ``sleep`` so that supervision, cgroups, kill -9 and re-attach are exercised
 for real; only the guest is missing. The agent answers ``exec`` by echoing the argv.
-Select it with ``VIRTKIT_ENGINE_FACTORY=virtkit.daemon.fake_engine:FakeEngine``.
+Tests hand it to the daemon by name (tests/support/fake_daemon.py); the shipped daemon cannot select it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from virtkit.config.machine import MachineSpec
-from virtkit.engines.base import Availability, Technique, VmState
+from virtkit.engines.base import Availability, BlockStats, Capability, MachineBase, MachineStats, Technique, VmState
 
 
 @dataclass(frozen=True)
@@ -30,15 +30,12 @@ class FakeAgent:
     def ping(self) -> None:
         pass
 
-    def wait_ready(self, timeout: float = 60) -> None:
-        pass
-
     def exec(self, argv: list[str], *, input: bytes | None = None, timeout: float | None = None) -> FakeExecResult:
         if argv[:1] == ["false"]:
             return FakeExecResult(1, b"", b"")
         return FakeExecResult(0, (" ".join(argv) + "\n").encode(), b"")
 
-    def network_interfaces(self) -> list[dict[str, Any]]:
+    def network_interfaces(self, timeout: float | None = None) -> list[dict[str, Any]]:
         return [
             {
                 "name": "eth0",
@@ -48,7 +45,7 @@ class FakeAgent:
         ]
 
 
-class FakeMachine:
+class FakeMachine(MachineBase):
     engine = "fake"
     technique = Technique.BINARY_TRANSLATION
 
@@ -100,15 +97,25 @@ class FakeMachine:
     def agent(self) -> FakeAgent:
         return FakeAgent()
 
+    def wait_ready(self, timeout: float = 60) -> float:
+        return 0.0
+
+    def detach(self) -> None:
+        pass
+
     def console(self) -> str:
         return self.console_log.read_text()
 
-    def console_write(self, data: bytes) -> None:
+    def capabilities(self) -> frozenset[Capability]:
+        return frozenset({Capability.CONSOLE_INPUT, Capability.STATS, Capability.SNAPSHOT})
+
+    def console_write(self, data: bytes) -> int:
         with self.console_log.open("ab") as f:
             f.write(data)
+        return len(data)
 
-    def block_stats(self) -> list[dict[str, Any]]:
-        return [{"device": "vda", "rd_bytes": 0, "wr_bytes": 0, "rd_operations": 0, "wr_operations": 0}]
+    def stats(self) -> MachineStats:
+        return MachineStats(block=(BlockStats("vda", rd_bytes=0, wr_bytes=0, rd_operations=0, wr_operations=0),))
 
     # saved "memory" lives in the run directory, as QEMU's lives in the qcow2 disks: it outlives a restart
     def _snapfile(self) -> Path:

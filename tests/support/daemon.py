@@ -1,5 +1,10 @@
-"""Runs a real virtkitd (a subprocess on a unix socket in a temp dir) for tests, and cleans up after it:
-every VM supervisor it started, their engines, their cgroups."""
+"""Runs a real virtkitd (a subprocess on a unix socket in a temp dir) for tests and benchmarks, and cleans up
+after it: every VM supervisor it started, their engines, their cgroups.
+
+``fake=True`` runs it through tests/support/fake_daemon.py: everything real but the guest (unit tests).
+The daemon always runs with --no-networks: it lives in the host's namespace, so it must not start the
+autostart "default" network (a bridge and nftables NAT on the host).
+"""
 
 from __future__ import annotations
 
@@ -15,32 +20,29 @@ from pathlib import Path
 
 from virtkit.client import Client
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-# The process-backed fake engine and a no-build image: everything real but the guest (unit tests).
-FAKE = {
-    "VIRTKIT_ENGINE_FACTORY": "virtkit.daemon.fake_engine:FakeEngine",
-    "VIRTKIT_IMAGE_FACTORY": "virtkit.daemon.fake_engine:fake_image",
-    "VIRTKIT_NO_NETWORKS": "1",
-}
+REPO = Path(__file__).resolve().parents[2]
+SRC = REPO / "src"
+# the checkout's sources, and its root for tests.support (the fake engine, imported by the supervisors)
+PYTHONPATH = os.pathsep.join([str(SRC), str(REPO)])
 
 
 class Daemon:
     def __init__(self, home: Path, env: dict[str, str] | None = None, tcp: str | None = None,
-                 images: Path | None = None) -> None:
+                 images: Path | None = None, fake: bool = False) -> None:
         self.home = home
+        self.fake = fake
         if images is not None and not (home / "images").exists():
             (home / "images").symlink_to(images)  # share the built default image instead of rebuilding it
         self.socket = home / "virtkitd.sock"
         self.tcp = tcp
         self.cgroup_parent = f"virtkit-test-{uuid.uuid4().hex[:8]}"
-        # VIRTKIT_NO_NETWORKS: a test daemon runs in the root namespace, so it must not start the autostart
-        # "default" network (a bridge and nftables NAT on the host)
         self.env = {**os.environ, "VIRTKIT_HOME": str(home), "VIRTKIT_CGROUP_PARENT": self.cgroup_parent,
-                    "PYTHONPATH": str(SRC), "VIRTKIT_NO_NETWORKS": "1", **(env or {})}
+                    "PYTHONPATH": PYTHONPATH, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *extra: str) -> None:
-        args = [sys.executable, "-m", "virtkit.daemon", "--home", str(self.home), "--log-level", "warning"]
+        entry = "tests.support.fake_daemon" if self.fake else "virtkit.daemon"
+        args = [sys.executable, "-m", entry, "--home", str(self.home), "--log-level", "warning", "--no-networks"]
         if self.tcp:
             args += ["--tcp", self.tcp, "--token-file", str(self.home / "token")]
         log = open(self.home / "virtkitd.log", "ab")  # noqa: SIM115
@@ -121,8 +123,8 @@ class Daemon:
 
 @contextlib.contextmanager
 def running_daemon(home: Path, env: dict[str, str] | None = None, tcp: str | None = None,
-                   images: Path | None = None) -> Iterator[Daemon]:
-    d = Daemon(home, env, tcp, images)
+                   images: Path | None = None, fake: bool = False) -> Iterator[Daemon]:
+    d = Daemon(home, env, tcp, images, fake)
     try:
         d.start()
         yield d

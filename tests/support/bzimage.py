@@ -2,36 +2,18 @@
 
 Under TCG the bzImage's own decompressor is the slowest part of L1's boot (~6 s of ~12 here); QEMU's
 ``-kernel`` loads an ELF with a Xen PVH entry note directly, so the payload is decompressed once, at build time.
+The boot header is read by the native engine's own parser (:mod:`virtkit.arch.x86_64.bzimage`).
 """
 
 from __future__ import annotations
 
-import io
 import lzma
 import shutil
-import struct
 import subprocess
 import zlib
 
-from elftools.elf.elffile import ELFFile
-from elftools.elf.segments import NoteSegment
-
+from virtkit.arch.x86_64.bzimage import parse_bzimage
 from virtkit.errors import ImageError
-
-_XEN_ELFNOTE_PHYS32_ENTRY = 18
-
-
-def payload(bz: bytes) -> bytes:
-    """The compressed kernel inside a bzImage (boot protocol >= 2.08: payload_offset/length)."""
-    if len(bz) < 0x250 or bz[0x202:0x206] != b"HdrS":
-        raise ImageError("not a bzImage (no HdrS boot header)")
-    version = struct.unpack_from("<H", bz, 0x206)[0]
-    if version < 0x208:
-        raise ImageError(f"bzImage boot protocol {version:#x} is too old to locate the payload")
-    setup_sects = bz[0x1F1] or 4
-    offset, length = struct.unpack_from("<II", bz, 0x248)
-    start = (setup_sects + 1) * 512 + offset
-    return bz[start : start + length]
 
 
 def _external(tool: str, args: list[str], data: bytes) -> bytes:
@@ -42,7 +24,10 @@ def _external(tool: str, args: list[str], data: bytes) -> bytes:
 
 def vmlinux(bz: bytes) -> bytes:
     """Decompress the bzImage payload; returns the ELF vmlinux."""
-    data = payload(bz)
+    image = parse_bzimage(bz, "the bzImage")
+    data = image.compressed_kernel
+    if not data:
+        raise ImageError(f"bzImage boot protocol {image.version:#x} is too old to locate the payload")
     body = data[:-4]  # the kernel build appends the decompressed size (le32); stream decoders stop before it
     if data.startswith(b"\xfd7zXZ\x00"):
         out = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(data)
@@ -57,16 +42,3 @@ def vmlinux(bz: bytes) -> bytes:
     if not out.startswith(b"\x7fELF"):
         raise ImageError("the bzImage payload is not an ELF vmlinux")
     return out
-
-
-def has_pvh_entry(elf: bytes) -> bool:
-    """True when the ELF carries XEN_ELFNOTE_PHYS32_ENTRY, which QEMU's -kernel uses to boot it via PVH."""
-    f = ELFFile(io.BytesIO(elf))
-    for seg in f.iter_segments():
-        if not isinstance(seg, NoteSegment):
-            continue
-        for note in seg.iter_notes():
-            n_type: object = note["n_type"]  # an int for Xen notes; pyelftools names only GNU ones
-            if note["n_name"] == "Xen" and n_type == _XEN_ELFNOTE_PHYS32_ENTRY:
-                return True
-    return False

@@ -1,1 +1,0 @@
-"""Test and benchmark harnesses that need real parts (kernels from Debian, QEMU); not used by the product."""
