@@ -140,9 +140,9 @@ def test_bad_input_found_by_the_vmm_itself_reaches_the_engine_typed(
     notes = tmp_path / "notes.txt"
     notes.write_text("hello")
     report = tmp_path / "stats.json"
+    document = json.dumps({"vmm": {"kernel": str(notes)}, "console": "none", "stats_json": str(report)})
     proc = subprocess.run(
-        [sys.executable, "-m", "virtkit.engines.native_main", "--kernel", str(notes), "--console", "none",
-         "--stats-json", str(report)],
+        [sys.executable, "-m", "virtkit.engines.native_main", document],
         capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
